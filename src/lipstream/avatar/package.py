@@ -1,0 +1,130 @@
+"""The avatar package: a versioned directory of memory-mapped arrays that `prepare` writes.
+
+Layout (arrays are .npy, loaded with mmap_mode="r" so a long video costs no RAM up front):
+
+    manifest.json       schema version, source name + sha256, kind, fps, sizes, file list
+    frames.npy          (N, H, W, 3) uint8 RGB frames at `fps` (N = 1 for a photo)
+    landmarks.npy       (N, 478, 2) float32 face-mesh pixel coordinates, smoothed, gaps filled
+    face_boxes.npy      (N, 4) float32 face box x0, y0, x1, y1 in pixels
+    mouth_boxes.npy     (N, 4) int32 lower-face region x0, y0, x1, y1 that renderers may change
+    mouth_masks.npy     (N, 128, 128) uint8 soft mask of that region (255 = replace), box-relative
+    bank/*.npy          video sources only: the mouth bank (see lipstream.avatar.bank)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipstream.errors import BadAvatarError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MASK_SIZE = 128
+ARRAYS = ("frames", "landmarks", "face_boxes", "mouth_boxes", "mouth_masks")
+
+
+@dataclass
+class AvatarPackage:
+    """A loaded avatar package; arrays are read-only memory maps."""
+
+    path: Path
+    manifest: dict
+    frames: np.ndarray
+    landmarks: np.ndarray
+    face_boxes: np.ndarray
+    mouth_boxes: np.ndarray
+    mouth_masks: np.ndarray
+    bank: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name") or self.path.name
+
+    @property
+    def kind(self) -> str:
+        """"image" (one photo) or "video"."""
+        return self.manifest["kind"]
+
+    @property
+    def fps(self) -> float:
+        return float(self.manifest["fps"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames in pixels."""
+        return int(self.manifest["width"]), int(self.manifest["height"])
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.manifest["frame_count"])
+
+
+def is_package(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def load_package(path: str | Path) -> AvatarPackage:
+    """Load and validate a package directory; raises BadAvatarError saying what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise BadAvatarError(f"avatar {path} does not exist; make one with: lipstream prepare PHOTO_OR_VIDEO -o {path}")
+    manifest = read_manifest(path)
+    arrays = {name: _load_array(path, name, manifest) for name in ARRAYS}
+    n = int(manifest["frame_count"])
+    h, w = int(manifest["height"]), int(manifest["width"])
+    expected = {
+        "frames": (n, h, w, 3),
+        "landmarks": (n, 478, 2),
+        "face_boxes": (n, 4),
+        "mouth_boxes": (n, 4),
+        "mouth_masks": (n, MASK_SIZE, MASK_SIZE),
+    }
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise BadAvatarError(
+                f"avatar {path} is corrupt: {name}.npy has shape {arrays[name].shape}, expected {shape}; "
+                "prepare it again"
+            )
+    bank = {key: _load_array(path, f"bank/{key}", manifest) for key in manifest.get("bank_arrays", [])}
+    return AvatarPackage(path=path, manifest=manifest, bank=bank, **arrays)
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BadAvatarError(
+            f"{path} is not an avatar package (no {MANIFEST}); make one with: lipstream prepare PHOTO_OR_VIDEO -o {path}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} is not valid JSON ({exc}); prepare it again") from None
+    if not isinstance(manifest, dict) or "schema" not in manifest:
+        raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} has no schema version; prepare it again")
+    if manifest["schema"] != SCHEMA_VERSION:
+        age = "an older" if isinstance(manifest["schema"], int) and manifest["schema"] < SCHEMA_VERSION else "another"
+        raise BadAvatarError(
+            f"avatar {path} was made by {age} version of lipstream (package schema {manifest['schema']}, "
+            f"this version reads {SCHEMA_VERSION}); run lipstream prepare on its source again"
+        )
+    missing = [k for k in ("kind", "fps", "width", "height", "frame_count") if k not in manifest]
+    if missing:
+        raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} lacks {', '.join(missing)}; prepare it again")
+    return manifest
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _load_array(path: Path, name: str, manifest: dict) -> np.ndarray:
+    file = path / f"{name}.npy"
+    try:
+        return np.load(file, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise BadAvatarError(f"avatar {path} is incomplete: {name}.npy is missing; prepare it again") from None
+    except (ValueError, OSError) as exc:
+        raise BadAvatarError(f"avatar {path} is corrupt: {name}.npy can't be read ({exc}); prepare it again") from None

@@ -1,0 +1,181 @@
+"""The `lipstream` command: demo, prepare, render, info, eval, bench."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from lipstream.errors import LipstreamError
+
+app = typer.Typer(
+    help="Lip-sync: speech audio in, a talking-face video of a chosen avatar out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Measure speed and accuracy; results are written as JSON naming the machine.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+
+def friendly(command):
+    """Print LipstreamErrors as one red line and exit with their code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LipstreamError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]; nothing was written")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def progress_bar(description: str):
+    """A rich progress bar and a `callback(done, total)` that advances it."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    task = bar.add_task(description, total=None)
+
+    def callback(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, callback
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'512x512' -> (512, 512); None stays None."""
+    if text is None:
+        return None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"size must look like 512x512, not {text!r}") from None
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise typer.BadParameter("width and height must be even and at least 16")
+    return width, height
+
+
+AvatarOpt = Annotated[str, typer.Option("--avatar", "-a", help="'default', an avatar package directory, or a photo/video (prepared on the fly).")]
+
+
+@app.command()
+@friendly
+def prepare(
+    source: Annotated[Path, typer.Argument(help="A photo or a video of one person's face.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Package directory to write (replaced if it is a package).")],
+    fps: Annotated[float, typer.Option(help="Frame rate to resample a video to.")] = 25.0,
+) -> None:
+    """Prepare a photo or video into an avatar package (landmarks, masks, mouth bank)."""
+    from lipstream.avatar.package import load_package
+    from lipstream.avatar.prepare import prepare as run_prepare
+
+    bar, callback = progress_bar(f"preparing {source.name}")
+    with bar:
+        path = run_prepare(source, out, fps=fps, progress=callback)
+    package = load_package(path)
+    console.print(f"[green]prepared[/] {path}: {package.kind}, {package.frame_count} frame(s) at "
+                  f"{package.fps:g} fps, {package.size[0]}x{package.size[1]}")
+
+
+@app.command()
+@friendly
+def render(
+    audio: Annotated[Path, typer.Option("--audio", help="Speech: wav, flac, mp3, m4a, ogg/opus, or a video's audio track.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The mp4 to write.")],
+    avatar: AvatarOpt = "default",
+    driver: Annotated[Optional[str], typer.Option(help="Audio -> mouth driver: energy, viseme or phoneme (default: the most accurate).")] = None,
+    renderer: Annotated[str, typer.Option(help="static, warp, bank, or auto (bank for video avatars, warp for photos).")] = "auto",
+    fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the avatar's, 25).")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Output size WIDTHxHEIGHT (default: the avatar's).")] = None,
+    quality: Annotated[str, typer.Option(help="Encoder quality: fast, standard or high.")] = "standard",
+    still: Annotated[bool, typer.Option("--still", help="No blinks or head sway on a photo avatar.")] = False,
+    evaluate: Annotated[bool, typer.Option("--eval", help="Measure the output's A/V offset after rendering.")] = False,
+) -> None:
+    """Render AUDIO spoken by an avatar into an mp4 with the audio muxed in sync."""
+    from lipstream.avatar.resolve import resolve_avatar
+    from lipstream.motion.drivers import DEFAULT_DRIVER
+    from lipstream.pipeline import RenderOptions, render_file
+
+    options = RenderOptions(fps=fps, size=parse_size(size), driver=driver or DEFAULT_DRIVER, renderer=renderer,
+                            quality=quality, still=still)
+    bar, callback = progress_bar("rendering")
+    with bar:
+        package = resolve_avatar(avatar, fps=fps or 25.0, progress=callback)
+        summary = render_file(package, audio, out, options, progress=callback)
+    console.print(_summary_line(summary))
+    if evaluate:
+        from lipstream.evaluate import run_eval
+
+        raise typer.Exit(run_eval([summary.path]))
+
+
+@app.command()
+@friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The mp4 to write.")] = Path("out/demo.mp4"),
+) -> None:
+    """Render the bundled default avatar speaking the bundled clip (no arguments, no network)."""
+    from lipstream.avatar.resolve import bundled_asset, resolve_avatar
+    from lipstream.pipeline import render_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar, callback = progress_bar("rendering the demo")
+    with bar:
+        package = resolve_avatar("default", progress=callback)
+        summary = render_file(package, bundled_asset("speech.wav"), out, progress=callback)
+    console.print(_summary_line(summary))
+
+
+@app.command()
+@friendly
+def info(avatar: Annotated[str, typer.Argument(help="'default', a package directory, or a photo/video.")]) -> None:
+    """Show what an avatar package holds."""
+    from rich.table import Table
+
+    from lipstream.avatar.resolve import resolve_avatar
+
+    package = resolve_avatar(avatar)
+    table = Table(title=f"avatar {package.name}", show_header=False)
+    m = package.manifest
+    for key, value in (
+        ("path", str(package.path)),
+        ("kind", package.kind),
+        ("frames", f"{package.frame_count} at {package.fps:g} fps ({package.frame_count / package.fps:.1f} s)"),
+        ("size", f"{package.size[0]}x{package.size[1]}"),
+        ("source", f"{m['source']['name']} (sha256 {m['source']['sha256'][:12]})"),
+        ("mouth bank", f"{len(package.bank['params'])} mouths" if "params" in package.bank else "none"),
+        ("schema", str(m["schema"])),
+        ("made by", f"lipstream {m.get('lipstream')} at {m.get('created_utc')}"),
+    ):
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def _summary_line(summary) -> str:
+    total_s = sum(summary.stage_ms.values()) / 1e3
+    return (f"[green]wrote[/] {summary.path}: {summary.frames} frames, {summary.duration_s:.2f} s at "
+            f"{summary.fps:g} fps, {summary.size[0]}x{summary.size[1]}, driver {summary.driver}, renderer "
+            f"{summary.renderer}, {summary.duration_s / max(total_s, 1e-9):.1f}x real time")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+    app()
+
+
+if __name__ == "__main__":
+    main()

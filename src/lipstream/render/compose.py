@@ -1,0 +1,25 @@
+"""Compositing: paste a generated lower-face region back into the full frame without a seam."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def box_mask(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The package's (128, 128) uint8 region mask resized to its box, as float32 (h, w, 1) in [0, 1]."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    resized = cv2.resize(np.asarray(mask), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return (resized.astype(np.float32) / 255.0)[..., None]
+
+
+def paste_region(frame: np.ndarray, patch: np.ndarray, box: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Blend `patch` (h, w, 3) uint8 into `frame` (H, W, 3) uint8 at box (x0, y0, x1, y1).
+
+    alpha is (h, w, 1) float32 in [0, 1] (1 = patch). Returns a new frame; `frame` is unchanged.
+    """
+    x0, y0, x1, y1 = (int(v) for v in box)
+    out = np.array(frame, copy=True)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (region + (patch.astype(np.float32) - region) * alpha + 0.5).astype(np.uint8)
+    return out
