@@ -22,7 +22,7 @@ from lipstream.errors import BadAudioError, NotSupportedError
 from lipstream.motion.drivers import DEFAULT_DRIVER, get_driver
 from lipstream.motion.params import MouthTrack
 from lipstream.render.base import Renderer, create_renderer
-from lipstream.sinks.mp4 import Mp4Writer, check_writable
+from lipstream.sinks.mp4 import Mp4Writer, check_writable, fps_fraction
 
 Progress = Callable[[int, int], None]
 
@@ -56,7 +56,7 @@ class RenderSummary:
 def output_fps(avatar: AvatarPackage, fps: float | None) -> float:
     """The output frame rate: a photo takes any; a video avatar plays at the rate it was prepared at."""
     if fps is None or avatar.kind == "image":
-        return fps or avatar.fps
+        return float(fps_fraction(fps or avatar.fps))
     if abs(fps - avatar.fps) > 1e-6:
         raise NotSupportedError(
             f"avatar {avatar.name} was prepared at {avatar.fps:g} fps; prepare its video again with --fps {fps:g}"

@@ -41,11 +41,12 @@ def check_writable(path: Path) -> None:
 
 
 def fps_fraction(fps: float) -> Fraction:
-    """fps as an exact fraction (29.97 -> 30000/1001)."""
-    for den in (1, 1001):
-        num = fps * den
-        if abs(num - round(num)) < 1e-6 * den:
-            return Fraction(int(round(num)), den)
+    """fps as an exact fraction: 25 -> 25, 29.97 -> 30000/1001 (NTSC rates), else the closest."""
+    if abs(fps - round(fps)) < 1e-6:
+        return Fraction(round(fps))
+    ntsc = Fraction(round(fps * 1.001) * 1000, 1001)
+    if abs(float(ntsc) - fps) < 1e-3:
+        return ntsc
     return Fraction(fps).limit_denominator(1001)
 
 
