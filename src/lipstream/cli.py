@@ -164,6 +164,23 @@ def info(avatar: Annotated[str, typer.Argument(help="'default', a package direct
     Console().print(table)
 
 
+@app.command()
+@friendly
+def sheet(
+    video: Annotated[Path, typer.Argument(help="A video to look at.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")] = Path("out/sheet.png"),
+    every: Annotated[int, typer.Option(help="Take every N-th frame.")] = 4,
+    seconds: Annotated[float, typer.Option(help="How many seconds to cover.")] = 4.0,
+    start: Annotated[float, typer.Option(help="Start time in seconds.")] = 0.0,
+    columns: Annotated[int, typer.Option(help="Frames per row.")] = 8,
+) -> None:
+    """Write a contact sheet (a grid of frames, each labelled with its time) of a video."""
+    from lipstream.sinks.sheet import video_contact_sheet
+
+    path = video_contact_sheet(video, out, every=every, seconds=seconds, start_s=start, columns=columns)
+    console.print(f"[green]wrote[/] {path}")
+
+
 def _summary_line(summary) -> str:
     total_s = sum(summary.stage_ms.values()) / 1e3
     return (f"[green]wrote[/] {summary.path}: {summary.frames} frames, {summary.duration_s:.2f} s at "
