@@ -181,6 +181,37 @@ def sheet(
     console.print(f"[green]wrote[/] {path}")
 
 
+@bench_app.command("render")
+@friendly
+def bench_render(
+    seconds: Annotated[float, typer.Option(help="Length of the clip rendered end to end.")] = 60.0,
+    frames: Annotated[int, typer.Option(help="Frames timed per renderer for render-only fps.")] = 250,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/render.json"),
+) -> None:
+    """Per-stage ms per frame, fps per renderer, whole-render speed and peak memory."""
+    from lipstream.bench.render import run_render_bench, write_results
+
+    with console.status("benchmarking the renderers and the offline pipeline"):
+        path = write_results(run_render_bench(seconds=seconds, frames=frames), out)
+    console.print(path.read_text(), highlight=False)
+
+
+@bench_app.command("drivers")
+@friendly
+def bench_drivers(
+    media: Annotated[Path, typer.Option(help="A folder of real talking-face clips (*.mp4) with their audio.")],
+    fps: Annotated[float, typer.Option(help="Video frame rate to compare at.")] = 25.0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/driver-accuracy.json"),
+) -> None:
+    """How well each driver predicts the real mouth aperture of clips from their own audio."""
+    from lipstream.bench.drivers import run_driver_accuracy, write_results
+
+    with console.status(f"measuring drivers on {media}"):
+        result = run_driver_accuracy(media, fps)
+    write_results(result, out)
+    console.print(f"[green]wrote[/] {out}")
+
+
 def _summary_line(summary) -> str:
     total_s = sum(summary.stage_ms.values()) / 1e3
     return (f"[green]wrote[/] {summary.path}: {summary.frames} frames, {summary.duration_s:.2f} s at "

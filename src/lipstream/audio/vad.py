@@ -1,0 +1,168 @@
+"""Voice activity: speech probability per 32 ms chunk, and a speech mask per video frame.
+
+The probability comes from silero-vad's ONNX model run on onnxruntime alone. The model file is
+located inside the installed `silero_vad` package without importing it (its `__init__` imports
+torch). If that file is missing, WebRTC's classic VAD (webrtcvad-wheels) stands in. The mask
+smooths the raw decisions the way silero's `get_speech_timestamps` does: hysteresis, short
+gaps bridged, short blips dropped, a little padding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from lipstream.audio.clock import SAMPLE_RATE
+from lipstream.audio.features import frame_bounds
+
+CHUNK_SAMPLES = 512  # 32 ms at 16 kHz: silero's window
+_CONTEXT_SAMPLES = 64  # silero's 16 kHz model sees the last 64 samples of the previous chunk
+_WEBRTC_FRAME_SAMPLES = 160  # 10 ms
+_WEBRTC_MODE = 2
+
+SPEECH_THRESHOLD = 0.5
+HYSTERESIS = 0.15  # speech ends when the probability falls below threshold - HYSTERESIS
+MIN_SILENCE_MS = 200.0  # shorter gaps stay speech
+MIN_SPEECH_MS = 100.0  # shorter blips are dropped
+PAD_MS = 30.0  # added before and after each speech segment
+# Future audio a frame's speech_mask value depends on: whether a gap is short enough to bridge
+# is known MIN_SILENCE_MS after it starts, once the chunk that resumes speech has arrived.
+MASK_LOOKAHEAD_MS = MIN_SILENCE_MS + CHUNK_SAMPLES * 1000 / SAMPLE_RATE
+
+
+def speech_probability(audio: np.ndarray) -> np.ndarray:
+    """Speech probability (n_chunks,) float32 in [0, 1] for float32 mono 16 kHz audio.
+
+    Chunk i covers samples [512 i, 512 (i + 1)) (32 ms); n_chunks = ceil(n / 512), the last
+    chunk zero-padded. Uses silero-vad (ONNX) if installed, else webrtcvad (fraction of speech
+    10 ms frames in the chunk).
+    """
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    n_chunks = -(-len(audio) // CHUNK_SAMPLES)
+    chunks = np.zeros(n_chunks * CHUNK_SAMPLES, np.float32)
+    chunks[: len(audio)] = audio
+    chunks = chunks.reshape(n_chunks, CHUNK_SAMPLES)
+    if _silero_model_path() is not None:
+        return _silero_probability(chunks)
+    return _webrtc_probability(chunks)
+
+
+def speech_segments(
+    audio: np.ndarray,
+    threshold: float = SPEECH_THRESHOLD,
+    min_silence_ms: float = MIN_SILENCE_MS,
+    min_speech_ms: float = MIN_SPEECH_MS,
+    pad_ms: float = PAD_MS,
+) -> list[tuple[int, int]]:
+    """Speech segments [(start, end), ...] in samples of float32 mono 16 kHz audio, sorted, disjoint."""
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    prob = speech_probability(audio)
+    ms = SAMPLE_RATE / 1000.0
+    segments = _bridge_gaps(_hysteresis_runs(prob, threshold), min_silence_ms * ms)
+    segments = [(s, e) for s, e in segments if e - s >= min_speech_ms * ms]
+    pad = int(pad_ms * ms)
+    padded = [(max(0, s - pad), min(len(audio), e + pad)) for s, e in segments]
+    return _bridge_gaps(padded, 0)
+
+
+def speech_mask(
+    audio: np.ndarray,
+    fps: float,
+    threshold: float = SPEECH_THRESHOLD,
+    min_silence_ms: float = MIN_SILENCE_MS,
+    min_speech_ms: float = MIN_SPEECH_MS,
+    pad_ms: float = PAD_MS,
+) -> np.ndarray:
+    """Per video frame (T,) bool: True where the frame's middle lies in a speech segment.
+
+    T = FrameClock(fps).frame_count(n) for float32 mono 16 kHz audio of n samples.
+    """
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    bounds = frame_bounds(len(audio), fps)
+    middles = (bounds[:-1] + bounds[1:]) / 2.0
+    mask = np.zeros(len(middles), bool)
+    for start, end in speech_segments(audio, threshold, min_silence_ms, min_speech_ms, pad_ms):
+        mask |= (middles >= start) & (middles < end)
+    return mask
+
+
+def _hysteresis_runs(prob: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Sample ranges where speech starts at prob >= threshold and ends below threshold - HYSTERESIS."""
+    runs, start = [], None
+    for i, p in enumerate(prob):
+        if start is None and p >= threshold:
+            start = i
+        elif start is not None and p < threshold - HYSTERESIS:
+            runs.append((start * CHUNK_SAMPLES, i * CHUNK_SAMPLES))
+            start = None
+    if start is not None:
+        runs.append((start * CHUNK_SAMPLES, len(prob) * CHUNK_SAMPLES))
+    return runs
+
+
+def _bridge_gaps(segments: list[tuple[int, int]], min_gap: float) -> list[tuple[int, int]]:
+    """Merge sorted segments whose gap is shorter than min_gap samples (or overlapping)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in segments:
+        if merged and start - merged[-1][1] < max(min_gap, 1e-9):
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+@lru_cache(maxsize=1)
+def _silero_model_path() -> Path | None:
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "data" / "silero_vad.onnx"
+        if path.is_file():
+            return path
+    return None
+
+
+@lru_cache(maxsize=1)
+def _silero_session():
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        str(_silero_model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _silero_probability(chunks: np.ndarray) -> np.ndarray:
+    """Run silero chunk by chunk (it is recurrent), carrying its state and 64-sample context."""
+    session = _silero_session()
+    state = np.zeros((2, 1, 128), np.float32)
+    context = np.zeros((1, _CONTEXT_SAMPLES), np.float32)
+    rate = np.array(SAMPLE_RATE, np.int64)
+    out = np.zeros(len(chunks), np.float32)
+    for i, chunk in enumerate(chunks):
+        x = np.concatenate([context, chunk[None]], axis=1)
+        prob, state = session.run(None, {"input": x, "state": state, "sr": rate})
+        context = x[:, -_CONTEXT_SAMPLES:]
+        out[i] = prob[0, 0]
+    return out
+
+
+def _webrtc_probability(chunks: np.ndarray) -> np.ndarray:
+    """Fraction of 10 ms frames webrtcvad calls speech, per 32 ms chunk."""
+    import webrtcvad
+
+    vad = webrtcvad.Vad(_WEBRTC_MODE)
+    pcm = (np.clip(chunks.reshape(-1), -1.0, 1.0) * 32767).astype("<i2")
+    n_frames = len(pcm) // _WEBRTC_FRAME_SAMPLES
+    frames = pcm[: n_frames * _WEBRTC_FRAME_SAMPLES].reshape(n_frames, _WEBRTC_FRAME_SAMPLES)
+    voiced = np.array([vad.is_speech(f.tobytes(), SAMPLE_RATE) for f in frames], np.float32)
+    centres = (np.arange(n_frames) + 0.5) * _WEBRTC_FRAME_SAMPLES // CHUNK_SAMPLES
+    total = np.bincount(centres.astype(int), weights=voiced, minlength=len(chunks))[: len(chunks)]
+    count = np.bincount(centres.astype(int), minlength=len(chunks))[: len(chunks)]
+    return (total / np.maximum(count, 1)).astype(np.float32)

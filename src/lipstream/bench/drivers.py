@@ -1,0 +1,191 @@
+"""Driver accuracy: how well each driver's mouth opening follows a real mouth, from the audio alone.
+
+For every video in a folder: the measured inner-lip aperture per frame (MediaPipe landmarks,
+`measure_mouth(...).aperture`) against each driver's `MouthTrack.effective_aperture()` from the
+clip's own audio, and against a loudness-only baseline (per-frame RMS). Pearson r is taken over
+the frames with speech (`speech_mask`, dilated by 2 frames), at lag 0 and at the best lag within
++-200 ms. Landmarks are cached per clip in a temporary folder so reruns are fast.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from scipy.ndimage import binary_dilation
+
+from lipstream.audio import SAMPLE_RATE, FrameClock, load_audio
+from lipstream.audio.features import frame_features
+from lipstream.audio.vad import speech_mask
+from lipstream.bench.machine import machine_info
+from lipstream.errors import NotSupportedError
+from lipstream.face import measure_mouth, track_faces
+from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES, get_driver
+
+BASELINE_NAME = "loudness"
+MAX_LAG_MS = 200.0
+SPEECH_DILATE_FRAMES = 2
+LAG_CONVENTION = (
+    "lag_ms > 0: the prediction is late, i.e. the real mouth moved lag_ms before the predicted "
+    "curve; r(lag) = corr(prediction[k + n], measured[k]) with n = lag_ms * fps / 1000 frames"
+)
+
+
+@dataclass
+class Clip:
+    """One measured clip: 16 kHz float32 audio and the measured aperture (T,) at the bench fps (NaN: no face)."""
+
+    name: str
+    audio: np.ndarray
+    aperture: np.ndarray
+
+
+def run_driver_accuracy(
+    media_dir: Path,
+    fps: float = 25.0,
+    drivers: Sequence[str] = DRIVER_NAMES,
+    cache_dir: Path | None = None,
+) -> dict:
+    """Measure every driver (and the loudness baseline) on every *.mp4 in media_dir at fps.
+
+    Returns a JSON-ready dict: per clip and per predictor r at lag 0, best r and its lag (ms),
+    the median of each over clips, and the machine the run was made on.
+    """
+    paths = sorted(Path(media_dir).glob("*.mp4"))
+    if not paths:
+        raise NotSupportedError(
+            f"no *.mp4 files in {media_dir}; the driver benchmark needs videos of people talking "
+            "(a face and its speech), e.g. the project's eval-media folder"
+        )
+    cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lipstream-bench-landmarks"
+    predictors = [BASELINE_NAME, *drivers]
+    clips, seconds = [], {name: 0.0 for name in predictors}
+    audio_seconds = 0.0
+    for path in paths:
+        clip = load_clip(path, fps, cache)
+        audio_seconds += len(clip.audio) / SAMPLE_RATE
+        mask = binary_dilation(speech_mask(clip.audio, fps), iterations=SPEECH_DILATE_FRAMES)
+        row = {"clip": clip.name, "frames": int(len(clip.aperture)), "speech_frames": int(mask.sum())}
+        for name in predictors:
+            start = time.perf_counter()
+            predicted = _predict(name, clip.audio, fps)
+            seconds[name] += time.perf_counter() - start
+            row[name] = lagged_correlation(predicted, clip.aperture, mask, fps)
+        clips.append(row)
+    summary = {
+        name: {
+            "median_r_lag0": _median(c[name]["r_lag0"] for c in clips),
+            "median_best_r": _median(c[name]["best_r"] for c in clips),
+            "median_best_lag_ms": _median(c[name]["best_lag_ms"] for c in clips),
+            "real_time_factor": round(seconds[name] / audio_seconds, 4),
+        }
+        for name in predictors
+    }
+    return {
+        "benchmark": "driver-accuracy",
+        "media_dir": str(media_dir),
+        "fps": fps,
+        "measure": "inner-lip aperture / outer-eye distance (MediaPipe face mesh), Pearson r",
+        "frames_used": f"speech_mask dilated by {SPEECH_DILATE_FRAMES} frames, face found",
+        "max_lag_ms": MAX_LAG_MS,
+        "lag_convention": LAG_CONVENTION,
+        "baseline": f"{BASELINE_NAME}: per-frame RMS of the audio",
+        "default_driver": DEFAULT_DRIVER,
+        "summary": summary,
+        "clips": clips,
+        "machine": machine_info(),
+    }
+
+
+def write_results(result: dict, path: Path) -> None:
+    """Write a result dict as indented JSON, creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def load_clip(path: Path, fps: float, cache_dir: Path) -> Clip:
+    """Audio and measured aperture of a video; landmarks come from cache_dir when present."""
+    audio = load_audio(path)
+    times, landmarks = _cached_landmarks(Path(path), cache_dir)
+    aperture = measure_mouth(landmarks).aperture
+    n_frames = FrameClock(fps).frame_count(len(audio))
+    return Clip(Path(path).stem, audio, _resample_to_clock(times, aperture, n_frames, fps))
+
+
+def lagged_correlation(predicted: np.ndarray, measured: np.ndarray, mask: np.ndarray, fps: float) -> dict:
+    """Pearson r of predicted vs measured (both (T,)) over masked, finite frames, at each lag.
+
+    Returns {"r_lag0", "best_r", "best_lag_ms"}; see LAG_CONVENTION for the sign of the lag.
+    """
+    n = min(len(predicted), len(measured), len(mask))
+    predicted, measured, mask = predicted[:n], measured[:n], mask[:n]
+    max_lag = int(round(MAX_LAG_MS * fps / 1000.0))
+    by_lag = {}
+    for lag in range(-max_lag, max_lag + 1):
+        k = np.arange(max(0, -lag), min(n, n - lag))
+        pred, meas = predicted[k + lag], measured[k]
+        keep = mask[k] & np.isfinite(meas) & np.isfinite(pred)
+        by_lag[lag] = _pearson(pred[keep], meas[keep])
+    best = max(by_lag, key=lambda lag: by_lag[lag])
+    return {
+        "r_lag0": round(by_lag[0], 4),
+        "best_r": round(by_lag[best], 4),
+        "best_lag_ms": round(best * 1000.0 / fps, 1),
+    }
+
+
+def _predict(name: str, audio: np.ndarray, fps: float) -> np.ndarray:
+    if name == BASELINE_NAME:
+        return frame_features(audio, fps).rms
+    return get_driver(name, fps).drive(audio).effective_aperture()
+
+
+def _cached_landmarks(path: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Frame times (N,) in s and landmarks (N, 478, 2) of a video, computed once per file version."""
+    stat = path.stat()
+    cached = cache_dir / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    if cached.is_file():
+        with np.load(cached) as data:
+            return data["times"], data["landmarks"]
+    times: list[float] = []
+    landmarks = track_faces(_decoded_rgb(path, times))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial.npz")
+    np.savez(partial, times=np.asarray(times), landmarks=landmarks)
+    partial.replace(cached)
+    return np.asarray(times), landmarks
+
+
+def _decoded_rgb(path: Path, times: list[float]) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of a video's first video stream; appends each frame's time (s) to times."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            times.append(float(frame.time))
+            yield frame.to_ndarray(format="rgb24")
+
+
+def _resample_to_clock(times: np.ndarray, values: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """Values of video frames shown at `times` (s), sampled at the clock's frame times; NaN past the end."""
+    clock_times = np.arange(n_frames) / fps
+    shown = np.searchsorted(times, clock_times + 0.5 / fps) - 1
+    out = np.full(n_frames, np.nan, np.float32)
+    valid = (shown >= 0) & (clock_times <= times[-1] + 1.5 / fps) if len(times) else np.zeros(n_frames, bool)
+    out[valid] = values[shown[valid]]
+    return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _median(values) -> float:
+    return round(float(np.median(list(values))), 4)
