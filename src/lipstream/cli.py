@@ -34,7 +34,7 @@ def friendly(command):
         try:
             return command(*args, **kwargs)
         except LipstreamError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]; nothing was written")

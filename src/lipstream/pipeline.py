@@ -86,13 +86,16 @@ def render_file(
     options: RenderOptions | None = None,
     progress: Progress | None = None,
 ) -> RenderSummary:
-    """Render `audio` spoken by `avatar` into an mp4 at out_path (written atomically)."""
+    """Render `audio` spoken by `avatar` into an mp4 at out_path (written atomically).
+
+    audio: a path, the bytes of a file, or float32 mono 16 kHz samples.
+    """
     options = options or RenderOptions()
     out_path = Path(out_path)
     check_writable(out_path)
     stage_ms: dict[str, float] = {}
     with _timed(stage_ms, "decode"):
-        samples = load_audio(audio)
+        samples = load_audio(audio, SAMPLE_RATE if isinstance(audio, np.ndarray) else None)
     fps = output_fps(avatar, options.fps)
     with _timed(stage_ms, "drive"):
         track = drive(samples, fps, options.driver)

@@ -14,6 +14,7 @@ Layout (arrays are .npy, loaded with mmap_mode="r" so a long video costs no RAM 
 from __future__ import annotations
 
 import json
+import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,19 @@ class AvatarPackage:
     @property
     def frame_count(self) -> int:
         return int(self.manifest["frame_count"])
+
+
+def release_row(array: np.ndarray, index: int) -> None:
+    """Drop row `index` of a memory-mapped array from this process's resident memory (the page
+    cache keeps it), so walking through a long video costs one frame of RAM, not the whole file.
+    A no-op for arrays not mapped from a file."""
+    mapping = array.base
+    if not isinstance(mapping, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    size = array[0].nbytes
+    start = array.offset % mmap.ALLOCATIONGRANULARITY + index * size  # where np.memmap put the data
+    page = start - start % mmap.PAGESIZE
+    mapping.madvise(mmap.MADV_DONTNEED, page, start + size - page)
 
 
 def is_package(path: str | Path) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from lipstream import __version__
 from lipstream.avatar.media import is_image, read_image, resampled_video
-from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, is_package, write_manifest
+from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, is_package, release_row, write_manifest
 from lipstream.errors import BadAvatarError
 from lipstream.face.landmarks import FaceTracker, face_box
 from lipstream.face.mouth import measure_mouth
@@ -94,6 +94,7 @@ def _build(source: Path, work: Path, fps: float, name: str, progress: Progress |
                 break
             frame = _fit(frame, width, height)
             frames_out[k] = frame
+            release_row(frames_out, k)
             landmarks[k] = tracker(frame)
             if k == 0 and tracker.faces_in_last_frame > 1:
                 log.warning("%s shows %d faces; using the largest", source, tracker.faces_in_last_frame)

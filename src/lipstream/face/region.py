@@ -1,7 +1,8 @@
 """The lower-face region renderers may change: mouth, lips, jaw and chin, with a soft edge.
 
-The region is the polygon under the nose bounded by the jaw line, grown by a margin (so an
-opening jaw has room below the chin) and feathered for seamless blending.
+The region is the polygon under the nose bounded by the jaw line, joined with the same polygon
+moved down by CHIN_ROOM (so an opening jaw has room below the chin), grown by a margin and
+feathered for seamless blending.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ SUBNASALE = 2
 # Fractions of the outer-eye-corner distance.
 REGION_MARGIN = 0.12
 REGION_FEATHER = 0.08
+# Room below the chin for an opening jaw (a wide-open jaw drops the chin ~0.25 eye distances).
+CHIN_ROOM = 0.25
 
 
 def lower_face_polygon(landmarks: np.ndarray) -> np.ndarray:
@@ -39,15 +42,17 @@ def lower_face_region(landmarks: np.ndarray, frame_shape: tuple[int, ...], mask_
     eye = float(np.linalg.norm(landmarks[EYE_OUTER_CORNERS[0]] - landmarks[EYE_OUTER_CORNERS[1]]))
     margin, feather = REGION_MARGIN * eye, REGION_FEATHER * eye
     polygon = lower_face_polygon(landmarks)
+    dropped = polygon + np.array([0.0, CHIN_ROOM * eye], np.float32)
     grow = margin + 2 * feather
-    x0, y0 = np.floor(polygon.min(axis=0) - grow).astype(int)
-    x1, y1 = np.ceil(polygon.max(axis=0) + grow).astype(int)
+    corners = np.vstack([polygon, dropped])
+    x0, y0 = np.floor(corners.min(axis=0) - grow).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0) + grow).astype(int)
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     box_w, box_h = max(x1 - x0, 1), max(y1 - y0, 1)
     scale = np.array([mask_size / box_w, mask_size / box_h], np.float32)
-    local = (polygon - [x0, y0]) * scale
     mask = np.zeros((mask_size, mask_size), np.uint8)
-    cv2.fillPoly(mask, [np.round(local).astype(np.int32)], 255)
+    for shape in (polygon, dropped):
+        cv2.fillPoly(mask, [np.round((shape - [x0, y0]) * scale).astype(np.int32)], 255)
     grow_px = max(int(round(margin * scale.mean())), 1)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1,) * 2))
     sigma = max(feather * float(scale.mean()) / 2, 0.5)

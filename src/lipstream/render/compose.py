@@ -20,6 +20,7 @@ def paste_region(frame: np.ndarray, patch: np.ndarray, box: np.ndarray, alpha: n
     """
     x0, y0, x1, y1 = (int(v) for v in box)
     out = np.array(frame, copy=True)
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = (region + (patch.astype(np.float32) - region) * alpha + 0.5).astype(np.uint8)
+    weight = np.ascontiguousarray(alpha.reshape(alpha.shape[:2]), np.float32)
+    out[y0:y1, x0:x1] = cv2.blendLinear(np.ascontiguousarray(patch), np.ascontiguousarray(out[y0:y1, x0:x1]),
+                                        weight, 1.0 - weight)
     return out
