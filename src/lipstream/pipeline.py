@@ -41,7 +41,11 @@ class RenderOptions:
 
 @dataclass
 class RenderSummary:
-    """What a render produced, with the time spent per stage (milliseconds, whole clip)."""
+    """What a render produced, with the time spent per stage (milliseconds, whole clip).
+
+    Encoding overlaps rendering on another thread; `encode_wait` is the time the render loop
+    waited for the encoder, not the encoder's own time.
+    """
 
     path: Path | None
     frames: int
@@ -107,11 +111,11 @@ def render_file(
         for k in range(len(track)):
             with _timed(stage_ms, "render"):
                 frame = next(frames)
-            with _timed(stage_ms, "encode"):
+            with _timed(stage_ms, "encode_wait"):
                 writer.write(frame)
             if progress:
                 progress(k + 1, len(track))
-        with _timed(stage_ms, "encode"):
+        with _timed(stage_ms, "encode_wait"):
             writer.close()
     except BaseException:
         writer.abort()

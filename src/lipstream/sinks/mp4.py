@@ -9,7 +9,9 @@ interrupted render never leaves a half-written output.
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +29,7 @@ QUALITY = {
 }
 AUDIO_BITRATE = 96_000
 AAC_FRAME_SAMPLES = 1024
+ENCODE_QUEUE_FRAMES = 8
 
 
 def check_writable(path: Path) -> None:
@@ -53,7 +56,9 @@ def fps_fraction(fps: float) -> Fraction:
 class Mp4Writer:
     """Writes frames and one audio track into an mp4; use as a context manager.
 
-    audio: float32 mono 16 kHz samples of the whole clip (muxed from time 0).
+    audio: float32 mono 16 kHz samples of the whole clip (muxed from time 0). Frames are
+    encoded on a background thread (PyAV releases the GIL while encoding), so rendering the
+    next frame overlaps encoding this one; at most ENCODE_QUEUE_FRAMES wait in between.
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], audio: np.ndarray | None,
@@ -82,16 +87,20 @@ class Mp4Writer:
             self._audio_stream.layout = "mono"
             self._audio_stream.bit_rate = AUDIO_BITRATE
         self._frames = 0
+        self._queue: queue.Queue = queue.Queue(ENCODE_QUEUE_FRAMES)
+        self._error: BaseException | None = None
+        self._encoder = threading.Thread(target=self._encode_frames, name="mp4-encoder", daemon=True)
+        self._encoder.start()
 
     def write(self, frame: np.ndarray) -> None:
         """Append one RGB uint8 frame (H, W, 3) of the writer's size."""
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        video_frame.pts = self._frames
-        self._frames += 1
-        self._container.mux(self._video.encode(video_frame))
+        self._raise_encoder_error()
+        self._queue.put(np.ascontiguousarray(frame))
 
     def close(self) -> Path:
         """Flush the encoders, add the audio and move the file into place; returns its path."""
+        self._stop_encoder()
+        self._raise_encoder_error()
         self._container.mux(self._video.encode())
         if self._audio_stream is not None:
             self._write_audio(self._audio_stream, self._audio)
@@ -101,11 +110,33 @@ class Mp4Writer:
 
     def abort(self) -> None:
         """Discard the partial file."""
+        self._stop_encoder()
         try:
             self._container.close()
         except av.FFmpegError:
             pass
         self._tmp.unlink(missing_ok=True)
+
+    def _encode_frames(self) -> None:
+        while (frame := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain after a failure so writers never block
+            try:
+                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                video_frame.pts = self._frames
+                self._frames += 1
+                self._container.mux(self._video.encode(video_frame))
+            except BaseException as exc:  # re-raised on the caller's thread
+                self._error = exc
+
+    def _stop_encoder(self) -> None:
+        if self._encoder.is_alive():
+            self._queue.put(None)
+            self._encoder.join()
+
+    def _raise_encoder_error(self) -> None:
+        if self._error is not None:
+            raise RenderFailedError(f"encoding {self.path} failed: {self._error}") from self._error
 
     def _write_audio(self, stream: av.audio.stream.AudioStream, audio: np.ndarray) -> None:
         samples = np.clip(audio, -1, 1).astype(np.float32)
