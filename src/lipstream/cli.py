@@ -164,6 +164,21 @@ def info(avatar: Annotated[str, typer.Argument(help="'default', a package direct
     Console().print(table)
 
 
+@app.command("eval")
+@friendly
+def eval_(
+    videos: Annotated[list[Path], typer.Argument(help="Talking-face videos to measure.")],
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Reference audio that starts with the video (default: the video's own track).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write JSON, Markdown and PNG reports into this directory.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Also write one table and one plot across all the videos.")] = False,
+    fix: Annotated[Optional[Path], typer.Option("--fix", help="Write a copy with the audio re-aligned by the measured offset (one video only; video stream copied).")] = None,
+) -> None:
+    """Measure the A/V offset of talking-face videos (ms; + = audio early, as SyncNet) and grade the sync."""
+    from lipstream.evaluate import run_eval
+
+    raise typer.Exit(run_eval(videos, audio, out_dir, compare, fix))
+
+
 @app.command()
 @friendly
 def sheet(

@@ -32,3 +32,9 @@ class RenderFailedError(LipstreamError):
     """Rendering or writing the output failed for a reason outside the inputs (disk, encoder)."""
 
     exit_code = 6
+
+
+class BadVideoError(LipstreamError):
+    """A video to measure can't be used: unreadable, no picture, no usable face, too short."""
+
+    exit_code = 7
