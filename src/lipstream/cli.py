@@ -68,6 +68,19 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return width, height
 
 
+def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    """'10,20,200,220' -> (10, 20, 200, 220); None stays None."""
+    if text is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"crop must look like X0,Y0,X1,Y1, not {text!r}") from None
+    if x1 <= x0 or y1 <= y0 or min(x0, y0) < 0:
+        raise typer.BadParameter("crop needs 0 <= X0 < X1 and 0 <= Y0 < Y1")
+    return x0, y0, x1, y1
+
+
 AvatarOpt = Annotated[str, typer.Option("--avatar", "-a", help="'default', an avatar package directory, or a photo/video (prepared on the fly).")]
 
 
@@ -188,11 +201,13 @@ def sheet(
     seconds: Annotated[float, typer.Option(help="How many seconds to cover.")] = 4.0,
     start: Annotated[float, typer.Option(help="Start time in seconds.")] = 0.0,
     columns: Annotated[int, typer.Option(help="Frames per row.")] = 8,
+    crop: Annotated[Optional[str], typer.Option(help="Show only the region X0,Y0,X1,Y1 (pixels) of each frame.")] = None,
 ) -> None:
     """Write a contact sheet (a grid of frames, each labelled with its time) of a video."""
     from lipstream.sinks.sheet import video_contact_sheet
 
-    path = video_contact_sheet(video, out, every=every, seconds=seconds, start_s=start, columns=columns)
+    region = parse_crop(crop)
+    path = video_contact_sheet(video, out, every=every, seconds=seconds, start_s=start, columns=columns, crop=region)
     console.print(f"[green]wrote[/] {path}")
 
 
