@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps mediapipe==0.10.21 silero-vad==6.2.3
+	$(BIN)/pip install -q --no-deps mediapipe==0.10.21 silero-vad==6.2.3 onnx==1.18.0
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

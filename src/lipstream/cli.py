@@ -1,9 +1,10 @@
-"""The `lipstream` command: demo, prepare, render, info, eval, bench."""
+"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, bench."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -211,6 +212,32 @@ def sheet(
     console.print(f"[green]wrote[/] {path}")
 
 
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    avatars: Annotated[Optional[Path], typer.Option(
+        help="Folder of avatar packages to offer (uploads are prepared into it); 'default' is always there.")] = None,
+    max_sessions: Annotated[int, typer.Option(help="Most concurrent real-time sessions; more are refused.")] = 8,
+    token: Annotated[Optional[str], typer.Option(
+        help="Bearer token required by the API and /ws (default: $LIPSTREAM_TOKEN; none = open).")] = None,
+    renderer: Annotated[str, typer.Option(help="Default renderer for sessions (auto, bank, warp, static).")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Render worker processes (default: one per CPU core).")] = None,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds without a message before a session is closed.")] = 60.0,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest upload (photo, video, audio) in MiB.")] = 64,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level (debug, info, warning, error).")] = "info",
+) -> None:
+    """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
+    from lipstream.server.app import run_server
+
+    console.print(f"serving on [bold]http://{host}:{port}[/] (Ctrl+C stops)")
+    run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
+               token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer,
+               workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
+               log_level=log_level)
+
+
 @bench_app.command("render")
 @friendly
 def bench_render(
@@ -240,6 +267,37 @@ def bench_drivers(
         result = run_driver_accuracy(media, fps)
     write_results(result, out)
     console.print(f"[green]wrote[/] {out}")
+
+
+@bench_app.command("sync")
+@friendly
+def bench_sync(
+    media: Annotated[Path, typer.Option(help="A folder of real talking-face clips (*.mp4), assumed in sync.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/sync.json"),
+) -> None:
+    """The evaluator on real clips: tracking of injected shifts, absolute offsets, speed on 60 s."""
+    from lipstream.bench.sync import run_sync_bench, write_results
+
+    with console.status(f"measuring the sync evaluator on {media} (several minutes)"):
+        write_results(run_sync_bench(media), out)
+    console.print(f"[green]wrote[/] {out}")
+
+
+@bench_app.command("load")
+@friendly
+def bench_load(
+    seconds: Annotated[float, typer.Option(help="Streaming time per measurement.")] = 20.0,
+    max_sessions: Annotated[int, typer.Option(help="Largest number of concurrent clients tried.")] = 8,
+    drift_hours: Annotated[float, typer.Option(help="Length of the simulated session for the drift test.")] = 1.0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
+) -> None:
+    """Latency per preset, session capacity, a slow client, fuzzed messages and drift of `serve`."""
+    from lipstream.bench.load import run_load_bench
+
+    out = out or Path(f"bench/results/load-{os.cpu_count()}core.json")
+    with console.status("load-testing a local server (several minutes)"):
+        run_load_bench(out=out, seconds=seconds, max_sessions=max_sessions, drift_hours=drift_hours)
+    console.print(out.read_text(), highlight=False)
 
 
 def _summary_line(summary) -> str:

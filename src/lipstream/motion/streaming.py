@@ -3,11 +3,18 @@
 A driver maps a whole clip to a MouthTrack; its output for frame k depends only on audio
 within a bounded window around k. `StreamingDriver` keeps a sliding buffer and, each time
 enough audio has arrived, drives the window [next frame - context, newest sample] and emits the
-frames whose look-ahead is covered. The frames it emits are therefore identical in timing to an
-offline render; the cost is a latency of `lookahead_ms` plus the block size.
+frames whose look-ahead is covered. Frame indices and timing are those of an offline render;
+the cost is a latency of the look-ahead (driver's `lookahead_ms` + a guard) plus the block.
+
+`block_s = 0` is progressive processing: the driver runs as soon as one more frame is ready.
+Each run re-reads its whole window, so running it for every frame can cost more CPU than the
+frames are worth; `max_cpu_share` caps the driver's time at that share of real time by waiting
+for more audio between runs when a run is slow (progressive when cheap, batched when not).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -22,36 +29,69 @@ class StreamingDriver:
     """Feeds float32 mono 16 kHz chunks to `driver` and returns mouth parameters as they settle.
 
     `push(samples)` returns the new rows (n, 4) for frames whose audio and look-ahead have
-    arrived; `flush()` returns the rest at the end of the stream. Frame indices are global:
+    arrived; `flush()` returns the rest at the end of a turn. Frame indices are global:
     `next_frame` is the index of the next row that will be returned.
+
+    block_s: audio (s) collected between driver runs; 0 runs it whenever a frame is ready.
+    context_s: audio (s) before the first new frame given to the driver (its warm-up).
+    guard_s: audio (s) waited for beyond the driver's own `lookahead_ms`.
+    max_cpu_share: the most driver time per second of audio (None: no cap).
     """
 
-    def __init__(self, driver, fps: float, block_s: float = 0.2):
-        self.driver = driver
+    def __init__(self, driver, fps: float, block_s: float = 0.2, context_s: float = CONTEXT_S,
+                 guard_s: float = EDGE_GUARD_S, max_cpu_share: float | None = None):
         self.clock = FrameClock(fps)
         self.block = int(block_s * SAMPLE_RATE)
-        self.lookahead = int((driver.lookahead_ms / 1000 + EDGE_GUARD_S) * SAMPLE_RATE)
-        self.context = int(CONTEXT_S * SAMPLE_RATE)
+        self.max_cpu_share = max_cpu_share
+        self._cpu_block = 0  # samples to wait for after a run, from the last run's cost
+        self.context = int(context_s * SAMPLE_RATE)
+        self.guard = int(guard_s * SAMPLE_RATE)
+        self.set_driver(driver)
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # global sample index of _buffer[0]
         self._received = 0
         self._pending = 0  # samples received since the last drive
         self.next_frame = 0
 
+    def set_driver(self, driver) -> None:
+        """Use `driver` from the next frame on (a switch mid-stream keeps the clock)."""
+        self.driver = driver
+        self.lookahead = int(driver.lookahead_ms / 1000 * SAMPLE_RATE) + self.guard
+
+    @property
+    def received(self) -> int:
+        """Samples pushed so far (the stream's length on the clock)."""
+        return self._received
+
+    def needed_sample(self, k: int) -> int:
+        """Samples that must have arrived before frame k can be emitted (its span + look-ahead)."""
+        return self.clock.frame_start(k + 1) + self.lookahead
+
     def push(self, samples: np.ndarray) -> np.ndarray:
+        """Append samples, then return the rows that are ready (if a block has been collected)."""
+        self.append(samples)
+        return self.ready()
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add float32 mono 16 kHz samples without running the driver (`ready` runs it)."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         self._buffer = np.concatenate([self._buffer, samples])
         self._received += len(samples)
         self._pending += len(samples)
-        if self._pending < self.block:
-            return np.zeros((0, len(PARAM_NAMES)), np.float32)
+
+    def ready(self) -> np.ndarray:
+        """Rows (n, 4) of the frames whose audio and look-ahead are in, once a block is collected."""
+        if self._pending < max(self.block, self._cpu_block, 1):
+            return _no_rows()
+        last = self._last_frame_ending_by(self._received - self.lookahead)
+        if last <= self.next_frame:
+            return _no_rows()
         self._pending = 0
-        ready_until = self._received - self.lookahead
-        last = self._last_frame_ending_by(ready_until)
         return self._emit(last)
 
     def flush(self) -> np.ndarray:
-        """Rows for every remaining frame of the audio received so far."""
+        """Rows for every remaining frame of the audio received so far (the last may be partial)."""
+        self._pending = 0
         return self._emit(self.clock.frame_count(self._received))
 
     def _last_frame_ending_by(self, sample: int) -> int:
@@ -63,13 +103,19 @@ class StreamingDriver:
 
     def _emit(self, end_frame: int) -> np.ndarray:
         if end_frame <= self.next_frame:
-            return np.zeros((0, len(PARAM_NAMES)), np.float32)
+            return _no_rows()
         window_start = max(self.clock.frame_start(self.next_frame) - self.context, self._buffer_start)
-        audio = self._buffer[window_start - self._buffer_start :]
         # Drive from a frame boundary so the driver's frame grid matches the global one.
         first_frame = self.clock.frame_count(window_start)
-        audio = audio[self.clock.frame_start(first_frame) - window_start :]
+        audio = self._buffer[self.clock.frame_start(first_frame) - self._buffer_start :]
+        start = time.perf_counter()
         rows = self.driver.drive(audio).values[self.next_frame - first_frame : end_frame - first_frame]
+        if self.max_cpu_share:
+            self._cpu_block = int((time.perf_counter() - start) / self.max_cpu_share * SAMPLE_RATE)
+        missing = end_frame - self.next_frame - len(rows)
+        if missing > 0:  # a partial last frame the driver's rounding left out: hold the last shape
+            held = rows[-1:] if len(rows) else np.zeros((1, len(PARAM_NAMES)), np.float32)
+            rows = np.vstack([rows, np.repeat(held, missing, axis=0)])
         self.next_frame = end_frame
         self._trim()
         return rows
@@ -79,3 +125,7 @@ class StreamingDriver:
         if keep_from > self._buffer_start:
             self._buffer = self._buffer[keep_from - self._buffer_start :]
             self._buffer_start = keep_from
+
+
+def _no_rows() -> np.ndarray:
+    return np.zeros((0, len(PARAM_NAMES)), np.float32)

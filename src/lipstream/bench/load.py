@@ -1,0 +1,441 @@
+"""`lipstream bench load`: the real-time service under load, on this machine.
+
+Starts `run_server` in a child process on 127.0.0.1 and drives it with simulated clients that
+stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
+
+- latency per preset: added latency of each speech frame, measured by the client from the
+  moment it had sent the audio the frame needs (its own span plus the configured look-ahead) to
+  the moment the frame arrived; p50/p95/p99, with the look-ahead reported beside it;
+- capacity: N concurrent sessions at 25 fps, 256x256, `warp`: the largest N with no dropped
+  frames and p95 added latency within LATENCY_BAR_MS;
+- drift: a one-hour session, simulated faster than real time through the session pipeline
+  (44.1 kHz stereo chunks of 10 ms to 1 s, speech once a minute): the offset between the mouth
+  track and the audio, first minute against last;
+- a slow client: server memory (server and workers) while a client reads one message a second;
+- fuzzing: FUZZ_MESSAGES malformed messages on other connections while a session streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipstream.audio.clock import SAMPLE_RATE, FrameClock
+from lipstream.bench.machine import machine_info
+from lipstream.bench.render import looped_speech
+
+LATENCY_BAR_MS = 80.0
+CHUNK_S = 0.02
+FPS = 25.0
+SIZE_PX = 256
+FUZZ_MESSAGES = 10_000
+SERVER_START_TIMEOUT_S = 180.0
+KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
+AUDIO_HEADER = struct.Struct("<BBHII")
+
+
+@dataclass
+class ClientResult:
+    """What one simulated client saw."""
+
+    preset: str
+    expected_frames: int
+    frames: int = 0
+    added_ms: list[float] = field(default_factory=list)
+    server_stats: dict = field(default_factory=dict)
+    lookahead_ms: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> int:
+        return self.expected_frames - self.frames
+
+
+class ServerProcess:
+    """`run_server` in a child process on a free loopback port."""
+
+    def __init__(self, **options):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        kwargs = {"host": "127.0.0.1", "port": self.port, "log_level": "warning", **options}
+        code = f"from lipstream.server.app import run_server; run_server(**{kwargs!r})"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.http = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with code {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.http}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise RuntimeError("the server did not start")
+
+    def rss_mib(self) -> float:
+        import psutil
+
+        proc = psutil.Process(self.process.pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def __enter__(self) -> ServerProcess:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+async def stream_client(url: str, audio: np.ndarray, preset: str, renderer: str = "warp",
+                        start_delay_s: float = 0.0) -> ClientResult:
+    """Stream float32 16 kHz `audio` in real time as PCM16 chunks; time every frame that comes back."""
+    import websockets
+
+    await asyncio.sleep(start_delay_s)
+    clock = FrameClock(FPS)
+    result = ClientResult(preset, clock.frame_count(len(audio)))
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    step = int(CHUNK_S * SAMPLE_RATE)
+    sent_until: list[tuple[int, float]] = []  # (samples sent so far, when)
+    arrivals: dict[int, float] = {}
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "preset": preset, "renderer": renderer, "width": SIZE_PX,
+                                  "fps": FPS, "framing": "binary"}))
+        started = json.loads(await ws.recv())
+        if started.get("type") == "error":
+            result.errors.append(started["message"])
+            return result
+        result.lookahead_ms = started["lookaheadMs"]
+        reader = asyncio.create_task(_read(ws, arrivals, result))
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), step)):
+            await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.monotonic()))
+            await ws.send(_audio_message(n, pcm[i : i + step]))
+            sent_until.append((min(i + step, len(pcm)), time.monotonic()))
+        await ws.send(json.dumps({"type": "end"}))
+        flush_s = time.monotonic()
+        await asyncio.wait_for(reader, 60)
+    lookahead = int(result.lookahead_ms * SAMPLE_RATE / 1000)
+    ends = np.array([s for s, _ in sent_until])
+    times = np.array([t for _, t in sent_until])
+    for k, arrived in arrivals.items():
+        i = int(np.searchsorted(ends, clock.frame_start(k + 1) + lookahead))
+        needed_s = times[i] if i < len(times) else flush_s
+        result.added_ms.append((arrived - needed_s) * 1000)
+    result.frames = len(arrivals)
+    return result
+
+
+def _audio_message(sequence: int, pcm16: np.ndarray) -> bytes:
+    """Binary audio (docs/protocol.md): kind 1, encoding 1 (pcm16), 1 channel, 16 kHz, sequence."""
+    return AUDIO_HEADER.pack(KIND_AUDIO_IN, 1, 1, SAMPLE_RATE, sequence) + pcm16.tobytes()
+
+
+async def _read(ws, arrivals: dict[int, float], result: ClientResult) -> None:
+    import websockets
+
+    try:
+        async for message in ws:
+            now = time.monotonic()
+            if isinstance(message, bytes):
+                if message[0] == KIND_FRAME_OUT and not message[2] & 0x02:
+                    arrivals[int.from_bytes(message[8:12], "little")] = now
+                continue
+            msg = json.loads(message)
+            if msg["type"] == "error":
+                result.errors.append(f"{msg['code']}: {msg['message']}")
+            elif msg.get("event") == "ended":
+                result.server_stats = msg["stats"]
+    except websockets.ConnectionClosed:
+        pass
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    arr = np.asarray(values)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 1) for q in (50, 95, 99)}
+
+
+def _summary(results: list[ClientResult]) -> dict:
+    added = [x for r in results for x in r.added_ms]
+    return {
+        "sessions": len(results),
+        "frames_expected": sum(r.expected_frames for r in results),
+        "frames_received": sum(r.frames for r in results),
+        "frames_dropped": sum(r.dropped for r in results),
+        "added_latency_ms": _percentiles(added),
+        "lookahead_ms": results[0].lookahead_ms if results else None,
+        "server_p95_ms_per_session": [r.server_stats.get("latencyMs", {}).get("p95") for r in results],
+        "fallbacks": sum(r.server_stats.get("fallbacks", 0) for r in results),
+        "errors": [e for r in results for e in r.errors][:5],
+    }
+
+
+def bench_latency(url: str, seconds: float) -> dict:
+    """One real-time session per preset, one after another."""
+    from lipstream.stream.presets import PRESETS
+
+    audio = looped_speech(seconds)
+    out = {}
+    for preset in PRESETS:
+        load_before = os.getloadavg()[0]
+        out[preset] = _summary([asyncio.run(stream_client(url, audio, preset))])
+        out[preset]["load_avg_1min_before"] = round(load_before, 2)
+    return out
+
+
+def bench_capacity(url: str, seconds: float, preset: str, max_sessions: int,
+                   bar_ms: float | None = LATENCY_BAR_MS) -> dict:
+    """1, 2, ... concurrent real-time sessions until two counts in a row fail: a count holds if no
+    frame was dropped and (with `bar_ms`) the p95 added latency is within it."""
+    audio = looped_speech(seconds)
+    rows, best, failures = [], 0, 0
+    for n in range(1, max_sessions + 1):
+        load_before = os.getloadavg()[0]
+        summary = _summary(asyncio.run(_concurrent(url, audio, preset, n)))
+        summary["load_avg_1min_before"] = round(load_before, 2)  # other users of the machine
+        p95 = summary["added_latency_ms"]["p95"]
+        summary["holds"] = summary["frames_dropped"] == 0 and (bar_ms is None or (p95 is not None and p95 <= bar_ms))
+        rows.append(summary)
+        if summary["holds"]:
+            best, failures = n, 0
+        else:
+            failures += 1
+            if failures == 2:
+                break
+    return {"preset": preset, "renderer": "warp", "size": SIZE_PX, "fps": FPS, "bar_p95_ms": bar_ms,
+            "max_sessions_holding": best, "by_sessions": rows}
+
+
+async def _concurrent(url: str, audio: np.ndarray, preset: str, n: int) -> list[ClientResult]:
+    """n clients at once, their starts spread over half a second (not in lock step)."""
+    rng = random.Random(n)
+    return await asyncio.gather(*(stream_client(url, audio, preset, start_delay_s=rng.uniform(0, 0.5))
+                                  for _ in range(n)))
+
+
+def bench_drift(hours: float = 1.0) -> dict:
+    """A session fed `hours` of 44.1 kHz stereo audio in chunks of 10 ms to 1 s, faster than real
+    time; the mouth-to-audio offset (cross-correlation, frames) of the first and last minute."""
+    from lipstream.avatar.resolve import resolve_avatar
+    from lipstream.stream.audio_in import AudioFormat
+    from lipstream.stream.events import FrameOut
+    from lipstream.stream.presets import Preset
+    from lipstream.stream.session import SessionConfig, SessionPipeline
+
+    rate, total_s = 44100, int(hours * 3600)
+    clip = looped_speech(8.0)
+    clip44 = np.interp(np.arange(int(len(clip) * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate, np.arange(len(clip)), clip)
+    clip_pcm = (np.repeat(clip44[:, None], 2, axis=1) * 32767).astype("<i2")
+    starts_s = np.arange(30, total_s - 10, 60)
+    starts = (starts_s * rate).astype(np.int64)
+    # A long block and no idle frames keep an hour affordable; timing is computed exactly as live.
+    preset = Preset("drift", driver="energy", renderer="static", block_ms=2000, driver_cpu_share=1.0,
+                    context_ms=500, guard_ms=0, deadline_ms=1e9, jpeg_quality=50, h264_crf=30,
+                    h264_preset="ultrafast", queue_frames=1)
+    fake = [0.0]
+    pipeline = SessionPipeline(SessionConfig(width=64, idle_frames=False), resolve_avatar("default"),
+                               now=lambda: fake[0], preset=preset)
+    fmt = AudioFormat(rate, 2, "pcm16")
+    rng = np.random.default_rng(11)
+    jaw = np.zeros(FrameClock(FPS).frame_count(total_s * SAMPLE_RATE) + 1, np.float32)
+    position, wall = 0, time.perf_counter()
+
+    def take(events):
+        for e in events:
+            if isinstance(e, FrameOut) and not e.idle:
+                jaw[e.index] = e.mouth[0]
+
+    while position < total_s * rate:
+        n = min(int(rng.uniform(0.01, 1.0) * rate), total_s * rate - position)
+        chunk = np.zeros((n, 2), "<i2")
+        for s in starts[(starts + len(clip_pcm) > position) & (starts < position + n)]:
+            lo, hi = max(s, position), min(s + len(clip_pcm), position + n)
+            chunk[lo - position : hi - position] = clip_pcm[lo - s : hi - s]
+        take(pipeline.audio(chunk.tobytes(), fmt, fake[0]))
+        position += n
+        fake[0] += n / rate
+    take(pipeline.flush())
+    received = pipeline.driver.received
+    envelope = _frame_rms(clip)
+    lags = [_lag_frames(jaw, envelope, int(round(t * FPS))) for t in starts_s]
+    return {
+        "hours": hours, "input": "44.1 kHz stereo PCM16, chunks of 10 ms to 1 s", "seconds_to_simulate":
+        round(time.perf_counter() - wall, 1), "samples_expected": total_s * SAMPLE_RATE, "samples_on_clock": received,
+        "offset_first_minute_ms": lags[0] * 1000 / FPS, "offset_last_minute_ms": lags[-1] * 1000 / FPS,
+        "offset_change_max_ms": (max(lags) - min(lags)) * 1000 / FPS, "frame_ms": 1000 / FPS,
+        "holds": max(lags) - min(lags) <= 1 and received == total_s * SAMPLE_RATE,
+    }
+
+
+def _frame_rms(audio: np.ndarray) -> np.ndarray:
+    clock = FrameClock(FPS)
+    n = clock.frame_count(len(audio))
+    return np.array([np.sqrt(np.mean(audio[clock.frame_start(k) : clock.frame_start(k + 1)] ** 2)) for k in range(n)])
+
+
+def _lag_frames(jaw: np.ndarray, envelope: np.ndarray, first: int, search: int = 12) -> int:
+    """The shift (frames) of the mouth track against the audio envelope placed at frame `first`."""
+    best, best_score = 0, -np.inf
+    for lag in range(-search, search + 1):
+        seg = jaw[first + lag : first + lag + len(envelope)]
+        if len(seg) < len(envelope):
+            continue
+        score = float(np.corrcoef(seg, envelope)[0, 1])
+        if score > best_score:
+            best, best_score = lag, score
+    return best
+
+
+def bench_slow_client(url: str, server: ServerProcess, seconds: float) -> dict:
+    """Server memory while one client streams in real time but reads one message per second."""
+    import websockets
+
+    audio = (np.clip(looped_speech(seconds), -1, 1) * 32767).astype("<i2")
+    samples: list[float] = []
+
+    async def run():
+        async with websockets.connect(url, max_queue=1, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "preset": "low", "width": 512, "framing": "json"}))
+            step = int(0.04 * SAMPLE_RATE)
+            t0 = time.monotonic()
+
+            async def slow_reader():
+                while True:
+                    await ws.recv()
+                    await asyncio.sleep(1.0)
+
+            reader = asyncio.create_task(slow_reader())
+            for n, i in enumerate(range(0, len(audio), step)):
+                await asyncio.sleep(max(0.0, t0 + n * 0.04 - time.monotonic()))
+                await ws.send(_audio_message(n, audio[i : i + step]))
+                if n % 25 == 0:
+                    samples.append(server.rss_mib())
+            reader.cancel()
+
+    baseline = server.rss_mib()
+    asyncio.run(run())
+    half = len(samples) // 2
+    return {"seconds": seconds, "rss_baseline_mib": round(baseline, 1), "rss_max_mib": round(max(samples), 1),
+            "rss_growth_mib": round(max(samples) - baseline, 1),
+            "rss_growth_second_half_mib": round(max(samples[half:]) - max(samples[:half]), 1),
+            "holds": max(samples[half:]) - max(samples[:half]) < 20.0}
+
+
+def _fuzz_message(rng: random.Random) -> str | bytes:
+    kinds = ["audio", "lipsync_audio", "flush", "switch", "end", "ping", "dance", "start"]
+    values = [None, True, 0, -1, 2**40, 1e308, "", "x" * 300, "../../etc", "AAAA", "!!", [], {}, {"data": "AAAA"}]
+    keys = ["type", "data", "sampleRate", "channels", "format", "avatar", "preset", "fps", "width", "renderer",
+            "audioChunk", "faceModelId", "sessionId", "sequenceNumber", "id"]
+    roll = rng.random()
+    if roll < 0.3:
+        return bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))
+    if roll < 0.4:
+        return "".join(chr(rng.randrange(32, 0x2FF)) for _ in range(rng.randrange(0, 80)))
+    obj = {k: rng.choice(values) for k in rng.sample(keys, rng.randrange(1, 6))}
+    obj["type"] = rng.choice(kinds)
+    if obj["type"] == "start":
+        obj["width"] = "not a number"  # sessions are covered by the session limit, not this fuzz
+    text = json.dumps(obj)
+    return text[: rng.randrange(1, len(text) + 1)] if rng.random() < 0.2 else text
+
+
+def bench_fuzz(url: str, server: ServerProcess, seconds: float, messages: int = FUZZ_MESSAGES) -> dict:
+    """FUZZ_MESSAGES malformed messages from reconnecting clients while one session streams."""
+    import websockets
+
+    audio = looped_speech(seconds)
+    sent = [0]
+    closes: dict[int, int] = {}
+
+    async def hostile(seed: int):
+        rng = random.Random(seed)
+        while sent[0] < messages:
+            try:
+                async with websockets.connect(url, max_size=None) as ws:
+                    drain = asyncio.create_task(_drain(ws))
+                    try:
+                        while sent[0] < messages:
+                            await ws.send(_fuzz_message(rng))
+                            sent[0] += 1
+                            await asyncio.sleep(0)
+                    finally:
+                        drain.cancel()
+            except websockets.ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else 0
+                closes[code] = closes.get(code, 0) + 1
+
+    async def run():
+        victim = asyncio.create_task(stream_client(url, audio, "ultra_low"))
+        await asyncio.gather(*(hostile(s) for s in range(4)))
+        return await victim
+
+    result = asyncio.run(run())
+    alive = server.process.poll() is None
+    return {"messages": sent[0], "closes_by_code": closes, "server_alive": alive,
+            "streaming_session": _summary([result]), "holds": alive and result.frames > 0.95 * result.expected_frames}
+
+
+async def _drain(ws) -> None:
+    import websockets
+
+    try:
+        async for _ in ws:
+            pass
+    except websockets.ConnectionClosed:
+        pass
+
+
+def run_load_bench(out: Path | None = None, seconds: float = 20.0, max_sessions: int = 8,
+                   capacity_preset: str = "ultra_low", drift_hours: float = 1.0) -> dict:
+    """Every measurement above; writes the JSON to `out` if given and returns it."""
+    results: dict = {"machine": machine_info(), "chunk_ms": CHUNK_S * 1000, "latency_bar_ms": LATENCY_BAR_MS}
+    avatars = tempfile.mkdtemp(prefix="lipstream-bench-")
+    with ServerProcess(max_sessions=max_sessions + 2, avatars_dir=avatars) as server:
+        results["latency_by_preset"] = bench_latency(server.url, seconds)
+        results["capacity"] = bench_capacity(server.url, seconds, capacity_preset, max_sessions)
+        results["capacity_no_drops"] = bench_capacity(server.url, seconds, "balanced", max_sessions, bar_ms=None)
+        results["slow_client"] = bench_slow_client(server.url, server, seconds)
+        results["fuzz"] = bench_fuzz(server.url, server, seconds)
+    results["drift"] = bench_drift(drift_hours)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_load_bench(Path(sys.argv[1]) if len(sys.argv) > 1 else None), indent=2))

@@ -1,0 +1,1 @@
+"""The network service: WebSocket protocol, HTTP API, demo page, metrics."""

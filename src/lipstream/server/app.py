@@ -1,0 +1,250 @@
+"""`lipstream serve`: the demo page, the HTTP API, the WebSocket protocol, health and metrics.
+
+    GET  /                      demo page (plain HTML + JS)
+    WS   /ws                    real-time sessions (docs/protocol.md)
+    GET  /health                active sessions, workers, CPU, memory, GPU (no token needed)
+    GET  /metrics               Prometheus metrics
+    GET  /api/presets           the latency presets
+    GET  /api/avatars           avatars that can be used
+    POST /api/avatars           upload a photo or video (multipart: file, name) -> prepare job
+    POST /api/render            multipart: audio, avatar, renderer, driver -> render job (mp4)
+    GET  /api/jobs/{id}         a job's state and progress; /result downloads a render's mp4
+    GET  /api/sessions          per-session stats
+
+With a token set, everything but / and /health needs `Authorization: Bearer TOKEN` (browsers'
+WebSockets can't send headers, so /ws also takes `?token=`). Bodies are limited in size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from lipstream.avatar.package import is_package, read_manifest
+from lipstream.avatar.prepare import DEFAULT_FPS
+from lipstream.avatar.resolve import DEFAULT_NAME, SAFE_NAME
+from lipstream.errors import LipstreamError
+from lipstream.motion.drivers import DEFAULT_DRIVER
+from lipstream.server.connection import Connection
+from lipstream.server.jobs import MAX_WAITING_JOBS, JobRunner, sniff_media
+from lipstream.server.limits import BodySizeLimit
+from lipstream.server.protocol import MAX_MESSAGE_BYTES
+from lipstream.server.state import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    ServerSettings,
+    ServerState,
+)
+from lipstream.stream.pool import WorkerPool
+from lipstream.stream.presets import PRESETS
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The ASGI app; its lifespan starts the worker processes and the job runner."""
+    state = ServerState(settings, WorkerPool(settings.workers, settings.avatars_dir))
+    jobs = JobRunner()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.pool.start()
+        jobs.start()
+        psutil.cpu_percent(interval=None)  # the first reading starts the measurement
+        yield
+        state.pool.stop()
+        await jobs.stop()
+
+    app = FastAPI(title="lipstream", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.state.lipstream = state
+
+    def authorize(request: Request) -> None:
+        if not settings.token_ok(_bearer(request.headers.get("authorization")) or request.query_params.get("token")):
+            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(authorize)]
+
+    @app.exception_handler(LipstreamError)
+    async def lipstream_error(request: Request, exc: LipstreamError) -> JSONResponse:
+        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {
+            "status": "ok" if state.pool.alive == state.pool.size else "degraded",
+            "sessions": len(state.sessions),
+            "maxSessions": settings.max_sessions,
+            "workers": {"alive": state.pool.alive, "total": state.pool.size},
+            "cpuPercent": psutil.cpu_percent(interval=None),
+            "cpuCount": os.cpu_count(),
+            "loadAverage": [round(x, 2) for x in os.getloadavg()],
+            "memoryMiB": round(_tree_rss_bytes() / 2**20, 1),
+            "gpu": _gpu(),
+        }
+
+    @app.get("/metrics", dependencies=guarded)
+    async def metrics() -> Response:
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/presets")
+    async def presets() -> dict:
+        return {name: preset.to_dict() for name, preset in PRESETS.items()}
+
+    @app.get("/api/avatars", dependencies=guarded)
+    async def avatars() -> list[dict]:
+        return _list_avatars(settings.avatars_dir)
+
+    @app.post("/api/avatars", status_code=202, dependencies=guarded)
+    async def upload_avatar(file: Annotated[UploadFile, File()], name: Annotated[str, Form()],
+                            fps: Annotated[float, Form(gt=0, le=60)] = DEFAULT_FPS) -> dict:
+        if settings.avatars_dir is None:
+            raise HTTPException(400, "this server has no avatars directory: start it with --avatars DIR")
+        if not SAFE_NAME.fullmatch(name):
+            raise HTTPException(400, "the name must be letters, digits, '.', '_' or '-' (at most 64)")
+        suffix = sniff_media(await file.read(16))
+        if suffix is None:
+            raise HTTPException(415, "upload a photo (JPEG, PNG, WebP, BMP) or a video (MP4, MOV, MKV, WebM, AVI)")
+        _check_room(jobs)
+        work = jobs.new_work_dir()
+        source = work / f"source{suffix}"
+        await _save(file, source)
+        job = jobs.submit("prepare", {"source": source, "target": settings.avatars_dir / name, "fps": fps,
+                                      "name": name}, work)
+        return job.public()
+
+    @app.post("/api/render", status_code=202, dependencies=guarded)
+    async def render(audio: Annotated[UploadFile, File()], avatar: Annotated[str, Form()] = DEFAULT_NAME,
+                     renderer: Annotated[str, Form(pattern=r"^[a-z_]{1,32}$")] = "auto",
+                     driver: Annotated[str, Form(pattern=r"^[a-z_]{1,32}$")] = DEFAULT_DRIVER) -> dict:
+        if not SAFE_NAME.fullmatch(avatar):
+            raise HTTPException(400, "the avatar must be a name like 'default'")
+        _check_room(jobs)
+        work = jobs.new_work_dir()
+        source = work / "audio.bin"
+        await _save(audio, source)
+        job = jobs.submit("render", {"audio": source, "out": work / "render.mp4", "avatar": avatar,
+                                     "avatars_dir": settings.avatars_dir, "renderer": renderer, "driver": driver}, work)
+        return job.public()
+
+    @app.get("/api/jobs/{job_id}", dependencies=guarded)
+    async def job_state(job_id: str) -> dict:
+        return _job(jobs, job_id).public()
+
+    @app.get("/api/jobs/{job_id}/result", dependencies=guarded)
+    async def job_result(job_id: str) -> FileResponse:
+        job = _job(jobs, job_id)
+        if job.kind != "render" or job.state != "done":
+            raise HTTPException(409, f"job {job_id} has no video to download (state {job.state})")
+        return FileResponse(job.result["path"], media_type="video/mp4", filename="lipstream.mp4")
+
+    @app.get("/api/sessions", dependencies=guarded)
+    async def sessions() -> list[dict]:
+        return [{"id": key, "sessionId": c.session_id, "preset": c.preset.name, "format": c.format,
+                 **c.stats.snapshot()} for key, c in list(state.sessions.items())]
+
+    @app.websocket("/ws")
+    async def websocket(ws: WebSocket) -> None:
+        token = _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
+        await Connection(ws, state).run(settings.token_ok(token))
+
+    return app
+
+
+def run_server(host: str = "127.0.0.1", port: int = 8000, avatars_dir: str | os.PathLike | None = None,
+               max_sessions: int = DEFAULT_MAX_SESSIONS, token: str | None = None, renderer: str = "auto",
+               workers: int | None = None, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, log_level: str = "info") -> None:
+    """Serve until interrupted (what `lipstream serve` runs). Token None or "" = no auth."""
+    import uvicorn
+
+    if avatars_dir is not None:
+        Path(avatars_dir).mkdir(parents=True, exist_ok=True)
+    settings = ServerSettings(avatars_dir=Path(avatars_dir) if avatars_dir else None, max_sessions=max_sessions,
+                              token=token or None, renderer=renderer, workers=workers, idle_timeout_s=idle_timeout_s,
+                              max_upload_bytes=max_upload_bytes)
+    uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_MESSAGE_BYTES, log_level=log_level,
+                ws_ping_interval=20.0, ws_ping_timeout=20.0)
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+def _check_room(jobs: JobRunner) -> None:
+    if jobs.waiting() >= MAX_WAITING_JOBS:
+        raise HTTPException(429, f"{MAX_WAITING_JOBS} jobs are already waiting; try again in a minute")
+
+
+def _job(jobs: JobRunner, job_id: str):
+    job = jobs.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r} (jobs are kept for an hour)")
+    return job
+
+
+async def _save(upload: UploadFile, path: Path) -> None:
+    await upload.seek(0)
+    with path.open("wb") as out:
+        while chunk := await upload.read(COPY_CHUNK_BYTES):
+            out.write(chunk)
+
+
+def _list_avatars(avatars_dir: Path | None) -> list[dict]:
+    found = [{"name": DEFAULT_NAME, "kind": "image", "bundled": True}]
+    if avatars_dir is None or not avatars_dir.is_dir():
+        return found
+    for folder in sorted(avatars_dir.iterdir()):
+        if folder.name.startswith(".") or not is_package(folder):
+            continue
+        try:
+            manifest = read_manifest(folder)
+        except LipstreamError:
+            continue
+        entry = {"name": folder.name, "kind": manifest["kind"], "width": manifest["width"],
+                 "height": manifest["height"], "fps": manifest["fps"], "bundled": False}
+        found = [a for a in found if a["name"] != folder.name] + [entry]
+    return found
+
+
+def _tree_rss_bytes() -> int:
+    """Resident memory of this process and its children (the workers)."""
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return total
+
+
+def _gpu() -> dict | None:
+    """The GPU onnxruntime can use, if any (lipstream's own nets run on it)."""
+    with contextlib.suppress(Exception):
+        import onnxruntime
+
+        cpu_only = ("CPUExecutionProvider", "AzureExecutionProvider")
+        gpus = [p for p in onnxruntime.get_available_providers() if p not in cpu_only]
+        return {"providers": gpus} if gpus else None
+    return None
+
+
+__all__ = ["create_app", "run_server"]

@@ -1,0 +1,387 @@
+"""One WebSocket client: its messages in, its session's frames out through a bounded outbox.
+
+The receive loop parses each message (every malformed one gets an error; too many close the
+connection), forwards audio to the session's worker and pauses reading while that worker has
+too much of this session's audio queued (backpressure reaches the client through TCP). The
+send loop drains the outbox: frames past their deadline are dropped and counted, and when a
+slow client lets frames pile up past the preset's `queue_frames` the oldest is dropped, so a
+client that doesn't read never grows the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket
+
+from lipstream.errors import LipstreamError
+from lipstream.render.base import renderer_names
+from lipstream.server import protocol as p
+from lipstream.server.state import ServerState
+from lipstream.stream.audio_in import MAX_CHUNK_S, AudioFormat
+from lipstream.stream.events import AudioOut, Dropped, Event, Failure, FrameOut, Status
+from lipstream.stream.presets import get_preset
+from lipstream.stream.stats import SessionStats
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_MESSAGES = 20
+MAX_QUEUED_MESSAGES = 512  # non-frame messages waiting for a slow client before it is cut off
+STATS_INTERVAL_S = 1.0
+END_TIMEOUT_S = 10.0
+SEND_STALL_S = 15.0
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1008, 1011, 1013
+
+
+@dataclass
+class _Close:
+    code: int
+    reason: str
+
+
+class _Ended:
+    """Marks where the final stats go: they are taken when it is sent, after the last frame."""
+
+
+class Outbox:
+    """Messages waiting to be sent, in order; at most `max_frames` of them frames."""
+
+    def __init__(self, max_frames: int):
+        self.max_frames = max_frames
+        self.items: deque = deque()
+        self.frames = 0
+        self.ready = asyncio.Event()
+
+    def put(self, item) -> FrameOut | None:
+        """Queue an item; returns the oldest frame if it had to be dropped to make room."""
+        dropped = None
+        if isinstance(item, FrameOut):
+            if self.frames >= self.max_frames:
+                dropped = next(x for x in self.items if isinstance(x, FrameOut))
+                self.items.remove(dropped)
+                self.frames -= 1
+            self.frames += 1
+        self.items.append(item)
+        self.ready.set()
+        return dropped
+
+    def put_first(self, *items) -> None:
+        """Queue items ahead of everything else (a fatal error and the close)."""
+        self.items.extendleft(reversed(items))
+        self.ready.set()
+
+    @property
+    def overflowing(self) -> bool:
+        return len(self.items) - self.frames > MAX_QUEUED_MESSAGES
+
+    async def get(self, timeout: float):
+        if not self.items:
+            self.ready.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            if not self.items:
+                return None
+        item = self.items.popleft()
+        if isinstance(item, FrameOut):
+            self.frames -= 1
+        return item
+
+
+class Connection:
+    """Serves one WebSocket: at most one session on it."""
+
+    def __init__(self, ws: WebSocket, state: ServerState):
+        self.ws = ws
+        self.state = state
+        self.handle = None
+        self.session_id: str | None = None  # as the client knows it (its own sessionId, if it gave one)
+        self.key: str | None = None  # unique on this server: the worker's and /api/sessions' id
+        self.preset = get_preset("low")
+        self.format = "jpeg"
+        self.framing = "json"
+        self.defaults = AudioFormat()
+        self.stats = SessionStats()
+        self.outbox = Outbox(self.preset.queue_frames)
+        self.turn_id = "turn-000"
+        self.sequence = 0
+        self.expected_chunk: int | None = None
+        self.model_preference: str | None = None
+        self.bad_messages = 0
+        self.closing = False
+        self.flushed = asyncio.Event()
+        self.need_keyframe = False
+
+    async def run(self, authorized: bool) -> None:
+        await self.ws.accept()
+        if not authorized:
+            self._fail(p.UNAUTHORIZED, "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN",
+                       CLOSE_POLICY)
+        sender = asyncio.create_task(self._send_loop())
+        receiver = asyncio.create_task(self._receive_loop())  # returns at once when closing
+        try:
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver.done() and self.closing:  # let the send loop deliver what is queued, then close
+                await asyncio.wait({sender}, timeout=END_TIMEOUT_S)
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            self._release()
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while not self.closing:
+            if self.handle is not None:
+                await self.handle.wait_for_room()
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), self.state.settings.idle_timeout_s)
+            except TimeoutError:
+                self._fail(p.TIMEOUT, f"nothing received for {self.state.settings.idle_timeout_s:g} s; closing",
+                           CLOSE_NORMAL)
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            arrived_s = time.monotonic()
+            try:
+                if message.get("text") is not None:
+                    parsed = p.parse_text(message["text"], self.defaults)
+                elif message.get("bytes") is not None:
+                    parsed = p.parse_binary(message["bytes"])
+                else:
+                    continue
+                await self._handle(parsed, arrived_s)
+            except p.ProtocolError as exc:
+                self._error(exc.code, str(exc), exc.fatal)
+            except LipstreamError as exc:
+                self._error(p.ERROR_CODES_BY_KIND.get(type(exc).__name__, p.INTERNAL), str(exc), False)
+
+    async def _handle(self, message: p.Message, arrived_s: float) -> None:
+        if isinstance(message, p.Start):
+            await self._start(message)
+        elif isinstance(message, p.Audio):
+            await self._audio(message, arrived_s)
+        elif isinstance(message, p.Ping):
+            self._put(p.pong_json(message.id))
+        elif self.handle is None:
+            if isinstance(message, p.End):
+                self._end_now()
+            else:
+                raise p.ProtocolError(p.NO_SESSION, "no session yet: send a start (or lipsync_audio) message first")
+        elif isinstance(message, p.Flush):
+            self.handle.flush()
+        elif isinstance(message, p.Switch):
+            self.handle.switch(message.renderer, message.driver)
+        elif isinstance(message, p.End):
+            await self._end()
+
+    async def _start(self, start: p.Start) -> None:
+        if self.handle is not None:
+            raise p.ProtocolError(p.BAD_MESSAGE, f"session {self.session_id} is already running on this connection")
+        sessions = self.state.sessions
+        if len(sessions) >= self.state.settings.max_sessions:
+            self._fail(p.SESSION_LIMIT, f"the server is at its limit of {self.state.settings.max_sessions} sessions; "
+                                        "try again later", CLOSE_TRY_LATER)
+            return
+        key = uuid.uuid4().hex
+        config = start.config
+        if config.renderer is None and self.state.settings.renderer != "auto":
+            config.renderer = self.state.settings.renderer
+        sessions[key] = self  # hold the slot while the worker opens it
+        try:
+            self.handle = await self.state.pool.open(key, config, self._deliver)
+        except BaseException:
+            sessions.pop(key, None)
+            raise
+        self.key, self.session_id = key, start.session_id or key
+        self.framing, self.defaults = start.framing, start.audio_format
+        self.preset, self.format = get_preset(config.preset), config.format
+        # Room for one burst (the frames a driver run, a flush or the longest chunk makes at once)
+        # plus the preset's slack for a client that reads slowly.
+        info = self.handle.info
+        burst_s = (info["lookaheadMs"] + info["blockMs"]) / 1000 + MAX_CHUNK_S
+        burst = math.ceil(burst_s * info["fps"]) + 1
+        self.outbox.max_frames = self.preset.queue_frames + burst
+        self.stats.renderer = self.handle.info["renderer"]
+        self.state.metrics.sessions.inc()
+        self.state.metrics.sessions_total.inc()
+        self._put(p.status_json("started", self.session_id, **self.handle.info))
+
+    async def _audio(self, audio: p.Audio, arrived_s: float) -> None:
+        if self.handle is None:
+            if audio.seed_start is None:
+                raise p.ProtocolError(p.NO_SESSION, "no session yet: send a start message before audio")
+            start = audio.seed_start
+            if audio.model_preference in renderer_names():
+                start.config.renderer = audio.model_preference
+            await self._start(start)
+            if self.handle is None:
+                return
+            self.model_preference = audio.model_preference
+            if audio.model_preference and audio.model_preference != self.handle.info["renderer"]:
+                self._put(p.status_json("notice", self.session_id, message=(
+                    f"modelPreference {audio.model_preference!r} is not a renderer here; using "
+                    f"{self.handle.info['renderer']} (renderers: {', '.join(renderer_names())})")))
+        elif audio.session_id is not None and audio.session_id != self.session_id:
+            raise p.ProtocolError(p.BAD_MESSAGE, f"this connection carries session {self.session_id}, not "
+                                                 f"{audio.session_id}; open one connection per session")
+        elif audio.model_preference and audio.model_preference != self.model_preference:
+            self.model_preference = audio.model_preference
+            if audio.model_preference in renderer_names():
+                self.handle.switch(audio.model_preference, None)
+        if audio.sequence is not None:
+            if self.expected_chunk is not None and audio.sequence < self.expected_chunk:
+                raise p.ProtocolError(p.BAD_MESSAGE, f"audio chunk {audio.sequence} repeats or comes after a later "
+                                                     f"one (expected {self.expected_chunk} or more); ignored")
+            self.expected_chunk = audio.sequence + 1
+        self.handle.audio(audio.data, audio.fmt, arrived_s)
+        self.stats.audio_ms += len(audio.data) / audio.fmt.bytes_per_frame / audio.fmt.sample_rate * 1000
+
+    async def _end(self) -> None:
+        self.flushed.clear()
+        self.handle.flush()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flushed.wait(), END_TIMEOUT_S)
+        self._end_now()
+
+    def _end_now(self) -> None:
+        self._put(_Ended())
+        self._put(_Close(CLOSE_NORMAL, "session ended"))
+        self.closing = True
+
+    # -- events from the worker ---------------------------------------------------------------
+
+    def _deliver(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, FrameOut):
+                dropped = self.outbox.put(event)
+                if dropped is not None:
+                    self._dropped(1, "slow_client", dropped)
+            elif isinstance(event, AudioOut):
+                self._put(p.audio_binary(event) if self.framing == "binary" else p.audio_json(event, self.session_id))
+            elif isinstance(event, Status):
+                self._status(event)
+            elif isinstance(event, Dropped):
+                self._dropped(event.count, event.reason)
+            elif isinstance(event, Failure):
+                code = p.ERROR_CODES_BY_KIND.get(event.kind, p.INTERNAL)
+                if event.fatal:
+                    self._release()
+                    self._fail(code, event.message, CLOSE_INTERNAL)
+                else:
+                    self._error(code, event.message, False)
+
+    def _status(self, status: Status) -> None:
+        detail = dict(status.detail)
+        if status.event == "turn_started":
+            self.turn_id = f"turn-{detail['turn']:03d}"
+            detail["turnId"] = self.turn_id
+        elif status.event == "fallback":
+            self.stats.fallbacks += 1
+            self.stats.renderer = detail["to_renderer"]
+            self.state.metrics.fallbacks.labels(detail["from_renderer"], detail["to_renderer"], detail["reason"]).inc()
+        elif status.event == "switched":
+            self.stats.renderer = detail["renderer"]
+        elif status.event == "flushed":
+            self.flushed.set()
+        self._put(p.status_json(status.event, self.session_id, **detail))
+
+    def _dropped(self, count: int, reason: str, frame: FrameOut | None = None) -> None:
+        if reason == "silent":
+            self.stats.silent_skipped += count
+            return
+        self.stats.dropped[reason] += count
+        self.state.metrics.dropped.labels(self.preset.name, reason).inc(count)
+        if frame is not None and self.format == "h264" and self.handle is not None:
+            self.need_keyframe = True  # the decoder lost a reference: wait for a fresh IDR frame
+            self.handle.request_keyframe()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        while True:
+            item = await self.outbox.get(timeout=STATS_INTERVAL_S)
+            if item is not None:
+                if not await self._send_item(item):
+                    return
+            if self.handle is not None and time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + STATS_INTERVAL_S
+                await self._send(p.status_json("stats", self.session_id, **self.stats.snapshot()))
+
+    async def _send_item(self, item) -> bool:
+        """Send one queued item; False once the connection is closed."""
+        if isinstance(item, _Close):
+            await self.ws.close(item.code, item.reason)
+            return False
+        if isinstance(item, FrameOut):
+            await self._send_frame(item)
+        elif isinstance(item, _Ended):
+            await self._send(p.status_json("ended", self.session_id, stats=self.stats.snapshot()))
+        else:
+            await self._send(item)
+        return True
+
+    async def _send_frame(self, frame: FrameOut) -> None:
+        if time.monotonic() > frame.deadline_s:
+            self._dropped(1, "late", frame)
+            return
+        if self.need_keyframe:
+            if not frame.keyframe:
+                self.stats.dropped["awaiting_keyframe"] += 1
+                return
+            self.need_keyframe = False
+        if self.framing == "binary":
+            await self._send(p.frame_binary(frame, self.sequence, self.format))
+        else:
+            await self._send(p.frame_json(frame, self.session_id, self.turn_id, self.sequence,
+                                          int(time.time() * 1000), self.format))
+        self.sequence += 1
+        latency_s = time.monotonic() - frame.ready_s
+        self.stats.sent(latency_s * 1000, frame.idle)
+        self.state.metrics.frame_sent(self.preset.name, frame.idle, latency_s)
+
+    async def _send(self, data: str | bytes) -> None:
+        """Send one message; a client that takes none for SEND_STALL_S is cut off (the send loop
+        ends, which ends the connection)."""
+        send = self.ws.send_bytes(data) if isinstance(data, bytes) else self.ws.send_text(data)
+        await asyncio.wait_for(send, SEND_STALL_S)
+
+    def _put(self, item) -> None:
+        self.outbox.put(item)
+        if self.outbox.overflowing and not self.closing:
+            self._fail(p.BUFFER_OVERFLOW, "the client reads too slowly; closing", CLOSE_POLICY)
+
+    def _error(self, code: str, message: str, fatal: bool) -> None:
+        self.stats.errors += 1
+        self.state.metrics.errors.labels(code).inc()
+        if fatal:
+            self._fail(code, message, CLOSE_POLICY)
+            return
+        self._put(p.error_json(code, message, False, self.session_id))
+        self.bad_messages += 1
+        if self.bad_messages > MAX_BAD_MESSAGES:
+            self._fail(p.BAD_MESSAGE, f"more than {MAX_BAD_MESSAGES} bad messages; closing", CLOSE_POLICY)
+
+    def _fail(self, code: str, message: str, close_code: int) -> None:
+        """Send a fatal error ahead of anything queued, then close."""
+        if self.closing:
+            return
+        self.state.metrics.errors.labels(code).inc()
+        self.closing = True
+        self.outbox.put_first(p.error_json(code, message, True, self.session_id), _Close(close_code, code))
+
+    def _release(self) -> None:
+        if self.key is not None and self.state.sessions.get(self.key) is self:
+            del self.state.sessions[self.key]
+            self.state.metrics.sessions.dec()
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None

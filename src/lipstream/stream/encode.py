@@ -1,0 +1,82 @@
+"""Encoding rendered frames for the wire: JPEG (each frame stands alone) or H.264 (one stream).
+
+H.264 uses PyAV's libx264 with `tune=zerolatency` (no B-frames, no look-ahead: one access unit
+out per frame in) and pts in 16 kHz ticks, the one clock's time base. Output is Annex-B.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+from lipstream.audio.clock import SAMPLE_RATE
+
+FORMATS = ("jpeg", "h264")
+KEYFRAME_INTERVAL_S = 2.0
+
+
+def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (H, W, 3) uint8 RGB frame resized to size (width, height), area-averaged when shrinking."""
+    if (frame.shape[1], frame.shape[0]) == tuple(size):
+        return frame
+    shrink = size[0] < frame.shape[1]
+    return cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class JpegEncoder:
+    """Each (H, W, 3) uint8 RGB frame to JPEG bytes; every frame is a keyframe."""
+
+    def __init__(self, quality: int):
+        self.params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+
+    def encode(self, frame: np.ndarray, pts: int) -> tuple[bytes, bool]:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), self.params)
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return data.tobytes(), True
+
+    def request_keyframe(self) -> None:
+        """Nothing to do: JPEG frames are all independent."""
+
+
+class H264Encoder:
+    """(H, W, 3) uint8 RGB frames to H.264 Annex-B access units, pts in 16 kHz ticks."""
+
+    def __init__(self, size: tuple[int, int], fps: float, crf: int, preset: str):
+        self.codec = av.CodecContext.create("libx264", "w")
+        self.codec.width, self.codec.height = size
+        self.codec.pix_fmt = "yuv420p"
+        self.codec.time_base = Fraction(1, SAMPLE_RATE)
+        self.codec.framerate = Fraction(fps).limit_denominator(1001)
+        gop = max(1, int(round(KEYFRAME_INTERVAL_S * fps)))
+        self.codec.options = {"preset": preset, "tune": "zerolatency", "crf": str(crf), "g": str(gop),
+                              "bframes": "0", "repeat-headers": "1", "annexb": "1"}
+        self._force_key = True
+        self._last_pts = -1
+
+    def encode(self, frame: np.ndarray, pts: int) -> tuple[bytes, bool]:
+        """The access unit for `frame`; pts must increase (idle frames share one, so it is nudged)."""
+        pts = max(pts, self._last_pts + 1)
+        self._last_pts = pts
+        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video.pts = pts
+        if self._force_key:
+            video.pict_type = av.video.frame.PictureType.I
+            self._force_key = False
+        packets = self.codec.encode(video)
+        data = b"".join(bytes(p) for p in packets)
+        return data, any(p.is_keyframe for p in packets)
+
+    def request_keyframe(self) -> None:
+        """Make the next frame an IDR frame (after frames were dropped downstream)."""
+        self._force_key = True
+
+
+def make_encoder(fmt: str, size: tuple[int, int], fps: float, preset) -> JpegEncoder | H264Encoder:
+    """The encoder for output format `fmt` ("jpeg" or "h264") with a `Preset`'s quality."""
+    if fmt == "jpeg":
+        return JpegEncoder(preset.jpeg_quality)
+    return H264Encoder(size, fps, preset.h264_crf, preset.h264_preset)

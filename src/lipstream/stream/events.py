@@ -1,0 +1,76 @@
+"""What a session pipeline hands to the transport: frames, echoed audio, status, drops, errors.
+
+All times are on one of two bases, never mixed: media times (`pts`, `span`) are audio sample
+indices at 16 kHz (the one clock); `ready_s` / `deadline_s` are monotonic seconds used only to
+measure latency and to drop stale frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FrameOut:
+    """One encoded frame.
+
+    index: frame k on the clock (idle frames: the index the next speech frame will have).
+    pts: first audio sample the frame shows; span: samples it shows (0 for idle frames, which
+    sit at the end of the audio received so far and belong to no audio).
+    ready_s: when the frame could first have been made (its audio and look-ahead had arrived);
+    deadline_s: after this it is stale and dropped rather than sent.
+    mouth: the mouth parameters (4,) float32 the frame shows (PARAM_NAMES order).
+    """
+
+    index: int
+    pts: int
+    span: int
+    data: bytes
+    keyframe: bool
+    idle: bool
+    ready_s: float
+    deadline_s: float
+    renderer: str
+    mouth: np.ndarray
+
+
+@dataclass
+class AudioOut:
+    """Audio as the session heard it, echoed back: PCM16 mono 16 kHz from sample `pts` on."""
+
+    pts: int
+    pcm16: bytes
+
+
+@dataclass
+class Status:
+    """A change the client should know of: turn_started, turn_ended, fallback, switched."""
+
+    event: str
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Dropped:
+    """Frames not sent: `reason` is "late" (past its deadline) or "silent" (idle frames off)."""
+
+    count: int
+    reason: str
+
+
+@dataclass
+class Failure:
+    """An error from the pipeline: `kind` is the exception class name; fatal ends the session."""
+
+    kind: str
+    message: str
+    fatal: bool
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, fatal: bool) -> Failure:
+        return cls(type(exc).__name__, str(exc), fatal)
+
+
+Event = FrameOut | AudioOut | Status | Dropped | Failure

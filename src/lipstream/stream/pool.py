@@ -1,0 +1,389 @@
+"""Session pipelines in worker processes, so sessions use every core (the GIL would not).
+
+The server's event loop only does I/O: it sends each session's commands (audio, flush,
+switch, ...) to the worker process that hosts the session and gets its events back through a
+pipe. A worker serves its sessions in turn; chunks that queued up while it was busy are driven
+together (one driver run for all of them), so under load the cost per frame falls instead of a
+backlog growing. Each worker also wakes on its sessions' timers (idle frames, end of turn).
+
+Threads on the server side move the pickled messages (a sender and a reader per worker), so
+the event loop never blocks on a pipe; the reader hands events to the loop thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lipstream.audio.clock import SAMPLE_RATE
+from lipstream.avatar.package import AvatarPackage
+from lipstream.avatar.resolve import resolve_avatar
+from lipstream.errors import BadAudioError, LipstreamError
+from lipstream.stream.audio_in import AudioFormat
+from lipstream.stream.events import Event, Failure, Status
+
+log = logging.getLogger(__name__)
+
+# Workers are one per core, so each runs its maths on one thread: OpenBLAS' default thread pool
+# spins on every core and, measured here, doubled the CPU a session costs for no gain in speed.
+SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+MAX_INFLIGHT_AUDIO_S = 2.0  # audio a session may have queued at its worker before reads pause
+MAX_BATCH_MESSAGES = 256
+WARM_UP_FPS = 25.0
+WORKER_START_TIMEOUT_S = 120.0
+
+Deliver = Callable[[list[Event]], None]
+
+
+@dataclass
+class SessionHandle:
+    """The server side of one session hosted by a worker process."""
+
+    session_id: str
+    worker: _Worker
+    deliver: Deliver
+    info: dict = field(default_factory=dict)
+    inflight_s: float = 0.0
+    closed: bool = False
+    _room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def audio(self, data: bytes, fmt: AudioFormat, arrived_s: float) -> None:
+        self.inflight_s += len(data) / max(fmt.bytes_per_frame, 1) / max(fmt.sample_rate, 1)
+        if self.inflight_s > MAX_INFLIGHT_AUDIO_S:
+            self._room.clear()
+        self.worker.send(("audio", self.session_id, data, fmt, arrived_s))
+
+    async def wait_for_room(self) -> None:
+        """Wait while too much of this session's audio is queued at its worker (backpressure)."""
+        if self.inflight_s > MAX_INFLIGHT_AUDIO_S and not self.closed:
+            await self._room.wait()
+
+    def flush(self) -> None:
+        self.worker.send(("flush", self.session_id))
+
+    def switch(self, renderer: str | None, driver: str | None) -> None:
+        self.worker.send(("switch", self.session_id, renderer, driver))
+
+    def request_keyframe(self) -> None:
+        self.worker.send(("keyframe", self.session_id))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._room.set()
+            self.worker.send(("close", self.session_id))
+            self.worker.sessions.pop(self.session_id, None)
+
+    def _acked(self, seconds: float) -> None:
+        self.inflight_s = max(0.0, self.inflight_s - seconds)
+        if self.inflight_s <= MAX_INFLIGHT_AUDIO_S:
+            self._room.set()
+
+
+class _Worker:
+    """One worker process and the two threads that talk to it."""
+
+    def __init__(self, pool: WorkerPool, index: int):
+        self.pool = pool
+        self.index = index
+        self.sessions: dict[str, SessionHandle] = {}
+        self.pending_opens: dict[str, asyncio.Future] = {}
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child, pool.avatars_dir, index == 0), daemon=True,
+                                   name=f"lipstream-worker-{index}")
+        self.process.start()
+        child.close()
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.alive = True
+
+    def wait_ready(self) -> None:
+        if not self.conn.poll(WORKER_START_TIMEOUT_S):
+            raise RuntimeError(f"worker {self.index} did not start in {WORKER_START_TIMEOUT_S:g} s")
+        try:
+            self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"worker {self.index} exited while starting (code {self.process.exitcode}); "
+                               "a script that starts the server needs an `if __name__ == '__main__':` guard") from None
+        threading.Thread(target=self._send_loop, daemon=True, name=f"lipstream-send-{self.index}").start()
+        threading.Thread(target=self._read_loop, daemon=True, name=f"lipstream-read-{self.index}").start()
+
+    def send(self, message: tuple) -> None:
+        self._outbox.put(message)
+
+    def stop(self) -> None:
+        self.alive = False
+        self._outbox.put(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+
+    def _send_loop(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self.conn.send(message)
+            except (OSError, ValueError):
+                return
+        try:
+            self.conn.send(("stop",))
+        except (OSError, ValueError):
+            pass
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self._call_soon(self.pool._worker_exited, self)
+                return
+            self._call_soon(self._dispatch, message)
+
+    def _call_soon(self, callback, *args) -> None:
+        try:
+            self.pool.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the event loop is closed: the server is shutting down
+            pass
+
+    def _dispatch(self, message: tuple) -> None:
+        kind, session_id, *rest = message
+        if kind == "opened":
+            future = self.pending_opens.pop(session_id, None)
+            if future and not future.done():
+                future.set_result(rest[0])
+            return
+        handle = self.sessions.get(session_id)
+        if kind == "events" and handle is not None:
+            events, acked_s = rest
+            handle._acked(acked_s)
+            handle.deliver(events)
+            if any(isinstance(e, Failure) and e.fatal for e in events):
+                self.sessions.pop(session_id, None)
+
+
+class WorkerPool:
+    """`workers` processes hosting SessionPipelines; open sessions from the event loop."""
+
+    def __init__(self, workers: int | None = None, avatars_dir: Path | None = None):
+        self.size = max(1, workers or os.cpu_count() or 1)
+        self.avatars_dir = avatars_dir
+        self.workers: list[_Worker] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start the processes and wait until each has imported everything (seconds). The first
+        one also prepares the bundled `default` avatar if the cache lacks it, before the others
+        start, so they never prepare it at the same time."""
+        self.loop = asyncio.get_running_loop()
+        for name in SINGLE_THREAD_ENV:  # read by the workers' numpy when they start
+            os.environ.setdefault(name, "1")
+        self.workers = [_Worker(self, 0)]
+        self.workers[0].wait_ready()
+        self.workers += [_Worker(self, i) for i in range(1, self.size)]
+        for worker in self.workers[1:]:
+            worker.wait_ready()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+    @property
+    def alive(self) -> int:
+        return sum(w.alive and w.process.is_alive() for w in self.workers)
+
+    async def open(self, session_id: str, config, deliver: Deliver) -> SessionHandle:
+        """Start a session on the least busy worker; raises the pipeline's LipstreamError if it
+        can't start (unknown avatar, bad size, ...)."""
+        alive = [w for w in self.workers if w.alive]
+        if not alive:
+            raise LipstreamError("no worker process is running; restart the server")
+        worker = min(alive, key=lambda w: len(w.sessions) + len(w.pending_opens))
+        future = self.loop.create_future()
+        worker.pending_opens[session_id] = future
+        handle = SessionHandle(session_id, worker, deliver)
+        worker.sessions[session_id] = handle
+        worker.send(("open", session_id, config))
+        result = await future
+        if isinstance(result, Failure):
+            worker.sessions.pop(session_id, None)
+            raise _as_error(result)
+        handle.info = result
+        return handle
+
+    def _worker_exited(self, worker: _Worker) -> None:
+        if not worker.alive:
+            return
+        worker.alive = False
+        log.error("worker %d exited (code %s); its sessions end", worker.index, worker.process.exitcode)
+        failure = Failure("InternalError", "the worker process serving this session stopped; start a new session", True)
+        for future in worker.pending_opens.values():
+            if not future.done():
+                future.set_result(failure)
+        for handle in list(worker.sessions.values()):
+            handle.closed = True
+            handle._room.set()
+            handle.deliver([failure])
+        worker.sessions.clear()
+        self.workers[self.workers.index(worker)] = replacement = _Worker(self, worker.index)
+        self.loop.run_in_executor(None, replacement.wait_ready)
+
+
+def _as_error(failure: Failure) -> LipstreamError:
+    import lipstream.errors as errors
+
+    cls = getattr(errors, failure.kind, None)
+    if isinstance(cls, type) and issubclass(cls, LipstreamError):
+        return cls(failure.message)
+    return LipstreamError(failure.message)
+
+
+# -- the worker process ----------------------------------------------------------------------
+
+
+def worker_main(conn, avatars_dir: Path | None, warm_default: bool) -> None:
+    """Entry point of a worker process: serve session commands until told to stop."""
+    import cv2
+
+    from lipstream.stream.session import SessionPipeline  # heavy imports happen in the worker
+
+    cv2.setNumThreads(1)
+    host = _Host(conn, avatars_dir, SessionPipeline)
+    if warm_default:
+        with contextlib.suppress(LipstreamError):
+            host._avatar("default")
+    _warm_up_drivers()
+    conn.send(("ready", os.getpid()))
+    host.run()
+
+
+def _warm_up_drivers() -> None:
+    """Run every driver once on a second of speech, so that models they load on first use
+    (the VAD's, the phoneme decoder's) are not loaded while a session's first frames wait."""
+    from lipstream.audio.io import load_audio
+    from lipstream.avatar.resolve import bundled_asset
+    from lipstream.motion.drivers import DRIVER_NAMES, get_driver
+
+    speech = load_audio(bundled_asset("speech.wav"))[:SAMPLE_RATE]
+    for name in DRIVER_NAMES:
+        try:
+            get_driver(name, WARM_UP_FPS).drive(speech)
+        except Exception:  # a driver that can't run here fails again, visibly, when a session asks for it
+            log.warning("warming up driver %s failed", name, exc_info=True)
+
+
+class _Host:
+    """The worker's sessions and its loop: batches of commands, then timers."""
+
+    def __init__(self, conn, avatars_dir: Path | None, pipeline_cls):
+        self.conn = conn
+        self.avatars_dir = avatars_dir
+        self.pipeline_cls = pipeline_cls
+        self.sessions: dict = {}
+        self._avatars: dict[str, tuple[float, AvatarPackage]] = {}
+
+    def run(self) -> None:
+        while True:
+            wakeups = [w for s in self.sessions.values() if (w := s.next_wakeup()) is not None]
+            timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
+            if self.conn.poll(timeout):
+                batch = [self.conn.recv()]
+                while len(batch) < MAX_BATCH_MESSAGES and self.conn.poll(0):
+                    batch.append(self.conn.recv())
+                if not self._handle_batch(batch):
+                    return
+            for session_id in list(self.sessions):
+                self._send_events(session_id, self._call(session_id, "tick"))
+
+    def _handle_batch(self, batch: list[tuple]) -> bool:
+        """Apply commands in order; audio is taken at once and frames made once per session."""
+        dirty: dict[str, tuple[list, float]] = {}
+        for message in batch:
+            kind, *args = message
+            if kind == "stop":
+                return False
+            session_id = args[0]
+            if kind == "audio":
+                events, acked = dirty.setdefault(session_id, ([], 0.0))
+                _, data, fmt, arrived = args
+                seconds = len(data) / max(fmt.bytes_per_frame, 1) / max(fmt.sample_rate, 1)
+                dirty[session_id] = (events, acked + seconds)
+                events += self._call(session_id, "add_audio", data, fmt, arrived, fatal=False)
+                continue
+            self._process_dirty(dirty, only=session_id)
+            if kind == "open":
+                self._open(session_id, args[1])
+            elif kind == "flush":  # "flushed" tells the server every frame of the turn is out
+                self._send_events(session_id, self._call(session_id, "flush") + [Status("flushed", {})])
+            elif kind == "switch":
+                self._send_events(session_id, self._call(session_id, "switch", args[1], args[2], fatal=False))
+            elif kind == "keyframe":
+                self._call(session_id, "request_keyframe")
+            elif kind == "close":
+                self.sessions.pop(session_id, None)
+        self._process_dirty(dirty)
+        return True
+
+    def _process_dirty(self, dirty: dict, only: str | None = None) -> None:
+        ids = ([only] if only in dirty else []) if only is not None else list(dirty)
+        for session_id in ids:
+            events, acked = dirty.pop(session_id)
+            if session_id in self.sessions:
+                events += self._call(session_id, "process")
+            self.conn.send(("events", session_id, events, acked))
+
+    def _open(self, session_id: str, config) -> None:
+        try:
+            pipeline = self.pipeline_cls(config, self._avatar(config.avatar))
+        except LipstreamError as exc:
+            self.conn.send(("opened", session_id, Failure.from_exception(exc, True)))
+            return
+        except Exception as exc:  # a bug must not take the worker down with it
+            log.exception("opening session %s failed", session_id)
+            failure = Failure("InternalError", f"could not start the session: {exc}", True)
+            self.conn.send(("opened", session_id, failure))
+            return
+        self.sessions[session_id] = pipeline
+        self.conn.send(("opened", session_id, pipeline.info()))
+
+    def _avatar(self, name: str) -> AvatarPackage:
+        """The avatar package, loaded once per worker (again if it was prepared anew)."""
+        folder = self.avatars_dir / name if self.avatars_dir else None
+        stamp = (folder / "manifest.json").stat().st_mtime if folder and (folder / "manifest.json").exists() else 0.0
+        cached = self._avatars.get(name)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, resolve_avatar(name, avatars_dir=self.avatars_dir))
+            self._avatars[name] = cached
+        return cached[1]
+
+    def _send_events(self, session_id: str, events: list) -> None:
+        if events:
+            self.conn.send(("events", session_id, events, 0.0))
+
+    def _call(self, session_id: str, method: str, *args, fatal: bool = True) -> list:
+        """Run pipeline.method(*args) -> events; errors become Failure events (fatal ones end
+        the session, as does any error that is not the client's)."""
+        pipeline = self.sessions.get(session_id)
+        if pipeline is None:
+            return []
+        try:
+            return getattr(pipeline, method)(*args) or []
+        except BadAudioError as exc:  # a bad chunk is refused; the stream goes on
+            return [Failure.from_exception(exc, False)]
+        except LipstreamError as exc:
+            if not fatal:
+                return [Failure.from_exception(exc, False)]
+            self.sessions.pop(session_id, None)
+            return [Failure.from_exception(exc, True)]
+        except Exception as exc:
+            log.exception("session %s failed", session_id)
+            self.sessions.pop(session_id, None)
+            return [Failure("InternalError", f"the session failed: {exc}", True)]

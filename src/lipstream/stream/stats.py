@@ -1,0 +1,50 @@
+"""Per-session statistics: frames sent and dropped, added latency, renderer changes."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LATENCY_WINDOW_FRAMES = 4096  # latency percentiles are over the most recent frames
+
+
+@dataclass
+class SessionStats:
+    """Counters of one session; `snapshot()` is what clients and /api/sessions see."""
+
+    started_s: float = field(default_factory=time.monotonic)
+    audio_ms: float = 0.0
+    frames_sent: int = 0
+    idle_frames_sent: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason ("late", "slow_client") -> frames
+    silent_skipped: int = 0  # frames of silence not made because idle frames are off
+    fallbacks: int = 0
+    errors: int = 0
+    renderer: str = ""
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))
+
+    def sent(self, latency_ms: float, idle: bool) -> None:
+        self.frames_sent += 1
+        self.idle_frames_sent += idle
+        if not idle:
+            self.latencies_ms.append(latency_ms)
+
+    def snapshot(self) -> dict:
+        lat = np.asarray(self.latencies_ms, np.float64)
+        pct = {f"p{q}": round(float(np.percentile(lat, q)), 1) if len(lat) else None for q in (50, 95, 99)}
+        return {
+            "durationS": round(time.monotonic() - self.started_s, 2),
+            "audioMs": round(self.audio_ms, 1),
+            "framesSent": self.frames_sent,
+            "idleFramesSent": self.idle_frames_sent,
+            "framesDropped": sum(self.dropped.values()),
+            "droppedByReason": dict(self.dropped),
+            "silentFramesSkipped": self.silent_skipped,
+            "fallbacks": self.fallbacks,
+            "errors": self.errors,
+            "renderer": self.renderer,
+            "latencyMs": pct,
+        }

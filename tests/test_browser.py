@@ -1,0 +1,78 @@
+"""The demo page in real headless Chromium (Debian's, driven by Playwright): frames arrive and
+the avatar is drawn in sync with the audio; a screenshot is kept as a test artifact."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import espeak
+from test_server import start_server, stop_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required",
+                 # a fake microphone (a beep) and no permission prompt, for the microphone path
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory):
+    s = start_server(tmp_path_factory.mktemp("page-server"), max_sessions=2)
+    yield s
+    stop_server(s)
+
+
+def test_demo_page_draws_the_talking_avatar(page_server, tmp_path):
+    if not CHROMIUM.exists() or shutil.which("chromium") is None:
+        pytest.fail("Debian's chromium is needed: apt-get install chromium")
+    speech = espeak("hello, I am the lipstream avatar and my lips move with my words", tmp_path / "hello.wav")
+    profile = tmp_path / "profile"
+    with playwright_api.sync_playwright() as pw:
+        # a persistent context is how Playwright takes a fresh --user-data-dir of our choosing
+        browser = pw.chromium.launch_persistent_context(str(profile), executable_path=str(CHROMIUM), headless=True,
+                                                        args=CHROMIUM_ARGS, viewport={"width": 1000, "height": 700})
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(page_server.http + "/")
+            page.wait_for_function("document.querySelectorAll('#avatar option').length >= 1")
+            page.select_option("#preset", "low")
+            page.set_input_files("#file", str(speech))
+            page.click("#play")
+            page.wait_for_function("window.lipstream.drawn >= 40", timeout=30_000)
+            drawn = page.evaluate("window.lipstream.drawn")
+            stats = page.evaluate("""() => {
+                const c = document.getElementById('view'), g = c.getContext('2d');
+                const d = g.getImageData(0, 0, c.width, c.height).data;
+                let sum = 0, sq = 0, n = d.length / 4;
+                for (let i = 0; i < d.length; i += 4) {
+                    const y = (d[i] + d[i + 1] + d[i + 2]) / 3; sum += y; sq += y * y;
+                }
+                const mean = sum / n;
+                return { width: c.width, mean, std: Math.sqrt(sq / n - mean * mean) };
+            }""")
+            shot = tmp_path / "demo-page.png"
+            page.screenshot(path=str(shot))
+            page.wait_for_function("document.getElementById('log').textContent.includes('file sent')", timeout=30_000)
+            page.click("#stop")
+            page.wait_for_function("!document.getElementById('mic').disabled")
+            before_mic = page.evaluate("window.lipstream.drawn")
+            page.click("#mic")
+            page.wait_for_function(f"window.lipstream.drawn >= {before_mic + 20}", timeout=30_000)
+            log = page.evaluate("document.getElementById('log').textContent")
+            page.click("#stop")
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert drawn >= 40
+    assert "microphone on" in log and "error" not in log, log
+    assert stats["width"] == 256 and stats["std"] > 20  # a face, not a blank or flat canvas
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
