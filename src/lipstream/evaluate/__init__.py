@@ -14,14 +14,13 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lipstream.errors import NotSupportedError
+from lipstream.errors import BadVideoError, NotSupportedError
 from lipstream.evaluate import comparison
 from lipstream.evaluate.comparison import compare
 from lipstream.evaluate.fix import write_realigned
 from lipstream.evaluate.measure import evaluate_clip, evaluate_video_sync
 from lipstream.evaluate.metrics import SIGN_CONVENTION, SyncMetrics, SyncWindow, grade
 from lipstream.evaluate.report import generate_sync_report
-from lipstream.errors import BadVideoError
 from lipstream.evaluate.video import Clip, read_clip
 
 __all__ = [

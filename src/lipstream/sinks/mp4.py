@@ -24,7 +24,7 @@ from lipstream.errors import RenderFailedError
 # x264 constant-rate factors and presets for the --quality option.
 QUALITY = {
     "fast": {"crf": "26", "preset": "ultrafast"},
-    "standard": {"crf": "20", "preset": "veryfast"},
+    "standard": {"crf": "20", "preset": "superfast"},
     "high": {"crf": "16", "preset": "medium"},
 }
 AUDIO_BITRATE = 96_000
