@@ -137,7 +137,11 @@ def _run_in_child(job: Job, args: dict) -> None:
 
 
 def _child_main(conn, kind: str, args: dict) -> None:
+    import signal
+
     from lipstream.errors import LipstreamError
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C stops the server, which ends the job
 
     def progress(done: int, total: int) -> None:
         conn.send(("progress", done, total))

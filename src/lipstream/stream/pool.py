@@ -18,6 +18,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -177,6 +178,7 @@ class WorkerPool:
         self.avatars_dir = avatars_dir
         self.workers: list[_Worker] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
 
     def start(self) -> None:
         """Start the processes and wait until each has imported everything (seconds). The first
@@ -192,6 +194,7 @@ class WorkerPool:
             worker.wait_ready()
 
     def stop(self) -> None:
+        self.stopping = True
         for worker in self.workers:
             worker.stop()
         self.workers = []
@@ -220,7 +223,7 @@ class WorkerPool:
         return handle
 
     def _worker_exited(self, worker: _Worker) -> None:
-        if not worker.alive:
+        if not worker.alive or self.stopping:
             return
         worker.alive = False
         log.error("worker %d exited (code %s); its sessions end", worker.index, worker.process.exitcode)
@@ -255,6 +258,11 @@ def worker_main(conn, avatars_dir: Path | None, warm_default: bool) -> None:
 
     from lipstream.stream.session import SessionPipeline  # heavy imports happen in the worker
 
+    # The server owns the workers' lifetime: a Ctrl+C or SIGTERM sent to the whole process group
+    # must not kill them mid-frame (or print their tracebacks); they stop on "stop" or when the
+    # server's end of the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)
     host = _Host(conn, avatars_dir, SessionPipeline)
     if warm_default:
@@ -295,9 +303,12 @@ class _Host:
             wakeups = [w for s in self.sessions.values() if (w := s.next_wakeup()) is not None]
             timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
             if self.conn.poll(timeout):
-                batch = [self.conn.recv()]
-                while len(batch) < MAX_BATCH_MESSAGES and self.conn.poll(0):
-                    batch.append(self.conn.recv())
+                try:
+                    batch = [self.conn.recv()]
+                    while len(batch) < MAX_BATCH_MESSAGES and self.conn.poll(0):
+                        batch.append(self.conn.recv())
+                except EOFError:  # the server is gone
+                    return
                 if not self._handle_batch(batch):
                     return
             for session_id in list(self.sessions):
