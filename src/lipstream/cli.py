@@ -1,10 +1,11 @@
-"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, bench."""
+"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, select, bench."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -236,6 +237,55 @@ def serve(
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer,
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
                log_level=log_level)
+
+
+@app.command("select")
+@friendly
+def select_(
+    preset: Annotated[Optional[str], typer.Option(
+        help="Start from a preset: high_quality, real_time, mobile, precision (options below override it).")] = None,
+    max_sync_ms: Annotated[Optional[float], typer.Option(help="Largest |A/V offset| (ms) measured by eval.")] = None,
+    min_fps: Annotated[Optional[float], typer.Option(help="Fewest frames rendered per second.")] = None,
+    max_model_mib: Annotated[Optional[float], typer.Option(help="Largest model file (MiB).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, gpu or any.")] = None,
+    quantization: Annotated[Optional[bool], typer.Option(
+        "--quantization/--no-quantization", help="Allow INT8 models.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Preferred precision: fp32, fp16, bf16, int8.")] = None,
+    sync_weight: Annotated[Optional[float], typer.Option(
+        help="0..1: weight of sync and quality against speed in the ranking.")] = None,
+    profiles: Annotated[Optional[Path], typer.Option(
+        help="profiles.json to read (default: the one `lipstream bench` saved for this machine).")] = None,
+) -> None:
+    """Which backend and precision to use for these constraints, from this machine's measured profiles, and why."""
+    from rich.table import Table
+
+    from lipstream.select import Constraints, choose, load_profiles, preset_constraints
+
+    overrides = {"max_sync_ms": max_sync_ms, "min_fps": min_fps, "max_model_mib": max_model_mib, "device": device,
+                 "allow_quantization": quantization, "preferred_precision": precision, "sync_weight": sync_weight}
+    if device not in (None, "cpu", "gpu", "any"):
+        raise typer.BadParameter("--device must be cpu, gpu or any")
+    constraints = preset_constraints(preset, **overrides) if preset else Constraints(
+        **{k: v for k, v in overrides.items() if v is not None})
+    profile_set = load_profiles(profiles)
+    choice = choose(profile_set.profiles, constraints)
+    table = Table(title=f"feasible backends, best first (profiles measured on {profile_set.machine.get('cpu', '?')})")
+    for column in ("backend", "precision", "device", "driver", "fps", "p95 ms", "sync ms", "grade", "PSNR dB",
+                   "model MiB", "score"):
+        table.add_column(column)
+    for p, score in choice.ranked:
+        table.add_row(p.backend, p.precision, p.device, p.driver, _fmt(p.fps, "{:.0f}"), _fmt(p.latency_p95_ms),
+                      _fmt(p.sync_offset_ms, "{:+.0f}"), p.sync_grade or "-", _fmt(p.quality_psnr_db),
+                      _fmt(p.model_mib), f"{score:.2f}")
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(table)
+    out.print(f"[bold green]use[/] {choice.profile.backend} ({choice.profile.precision}, "
+              f"{choice.profile.device}, driver {choice.profile.driver})")
+    out.print(f"why: {choice.reason}", highlight=False)
+
+
+def _fmt(value: float | None, pattern: str = "{:.1f}") -> str:
+    return "-" if value is None else pattern.format(value)
 
 
 @bench_app.command("render")

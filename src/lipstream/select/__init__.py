@@ -1,0 +1,14 @@
+"""Choosing a backend (renderer, variant, precision, device) and driver from measured profiles.
+
+```python
+from lipstream.select import choose, load_profiles, preset_constraints
+choice = choose(load_profiles().profiles, preset_constraints("real_time", device="cpu"))
+print(choice.profile.backend, choice.profile.precision, choice.reason)
+```
+"""
+
+from lipstream.select.choose import PRESETS, Choice, Constraints, choose, preset_constraints
+from lipstream.select.profiles import Profile, ProfileSet, default_profiles_path, load_profiles, save_profiles
+
+__all__ = ["PRESETS", "Choice", "Constraints", "Profile", "ProfileSet", "choose", "default_profiles_path",
+           "load_profiles", "preset_constraints", "save_profiles"]
