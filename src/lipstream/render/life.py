@@ -40,7 +40,8 @@ SWAY_DEGREES = 1.2  # largest rotation
 SWAY_SHIFT = 0.012  # largest shift, fraction of the face height
 SWAY_HZ = (0.07, 0.3)
 SWAY_SINES = 3
-HEAD_FADE = (1.0, 1.7)  # head ellipse radii (normalised) where the sway starts and ends fading
+HEAD_FADE = (1.0, 1.7)
+SWAY_STEP = 4  # pixels between the samples of the sway's displacement field  # head ellipse radii (normalised) where the sway starts and ends fading
 
 
 class Life:
@@ -147,24 +148,36 @@ class Life:
         h, w = frame_shape[:2]
         centre = np.array([(fx0 + fx1) / 2, fy0 + 0.45 * face_h])
         radii = np.array([0.85 * face_w, 0.85 * face_h])
+
+        def head_weight(xs, ys):
+            r = np.sqrt(((xs - centre[0]) / radii[0]) ** 2 + ((ys - centre[1]) / radii[1]) ** 2)
+            return (1 - _smoothstep((r - HEAD_FADE[0]) / (HEAD_FADE[1] - HEAD_FADE[0]))).astype(np.float32)
+
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        r = np.sqrt(((xs - centre[0]) / radii[0]) ** 2 + ((ys - centre[1]) / radii[1]) ** 2)
-        weight = 1 - _smoothstep((r - HEAD_FADE[0]) / (HEAD_FADE[1] - HEAD_FADE[0]))
-        rows, cols = np.nonzero(weight > 1e-3)
+        self._weight = head_weight(xs, ys)
+        rows, cols = np.nonzero(self._weight > 1e-3)
         self._sway_box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) if len(rows) else (0, 0, w, h)
         x0, y0, x1, y1 = self._sway_box
-        self._weight = weight.astype(np.float32)
-        sub = self._weight[y0:y1, x0:x1]
-        self._wx, self._wy = sub * xs[y0:y1, x0:x1], sub * ys[y0:y1, x0:x1]
         self._grid = xs[y0:y1, x0:x1], ys[y0:y1, x0:x1]
+        # The displacement is smooth, so it is computed on a grid SWAY_STEP times coarser and
+        # upsampled: coarse sample j sits where cv2.resize puts it, at x0 + (j + 0.5) * step - 0.5.
+        n_x, n_y = -(-(x1 - x0) // SWAY_STEP), -(-(y1 - y0) // SWAY_STEP)
+        coarse_x, coarse_y = np.meshgrid(x0 + (np.arange(n_x) + 0.5) * SWAY_STEP - 0.5,
+                                         y0 + (np.arange(n_y) + 0.5) * SWAY_STEP - 0.5)
+        self._coarse_w = head_weight(coarse_x, coarse_y)
+        self._coarse_wx = (self._coarse_w * coarse_x).astype(np.float32)
+        self._coarse_wy = (self._coarse_w * coarse_y).astype(np.float32)
 
     def _sway(self, frame: np.ndarray, k: int) -> np.ndarray:
         inverse = cv2.invertAffineTransform(self.pose(k)) - [[1, 0, 0], [0, 1, 0]]
         x0, y0, x1, y1 = self._sway_box
-        w = self._weight[y0:y1, x0:x1]
-        # map = grid + weight * (inverse - identity)(x, y), with cv2's vectorised arithmetic.
-        maps = [cv2.add(cv2.scaleAdd(w, float(c), cv2.addWeighted(self._wx, float(a), self._wy, float(b), 0)), grid)
-                for grid, (a, b, c) in zip(self._grid, inverse)]
+        up = (self._coarse_w.shape[1] * SWAY_STEP, self._coarse_w.shape[0] * SWAY_STEP)
+        maps = []
+        for grid, (a, b, c) in zip(self._grid, inverse):
+            # displacement = weight * (inverse - identity)(x, y), then map = grid + displacement
+            coarse = float(a) * self._coarse_wx + float(b) * self._coarse_wy + float(c) * self._coarse_w
+            shift = cv2.resize(coarse, up, interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
+            maps.append(cv2.add(grid, shift))
         out = np.array(frame, copy=True)
         out[y0:y1, x0:x1] = cv2.remap(frame, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return out
