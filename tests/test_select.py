@@ -95,3 +95,11 @@ def test_select_command_prints_the_pick_and_refuses_clearly(tmp_path):
     assert none.exit_code == NotSupportedError.exit_code and "fastest:" in none.output
     missing = runner.invoke(app, ["select", "--profiles", str(tmp_path / "none.json")])
     assert missing.exit_code != 0 and "run `lipstream bench`" in missing.output and "Traceback" not in missing.output
+
+
+def test_min_fps_counts_the_driver_time():
+    slow_driver = Profile("warp", "phoneme", fps=100, driver_ms_per_frame=30, sync_offset_ms=0, sync_grade="A+")
+    assert slow_driver.pipeline_fps == pytest.approx(25.0)
+    with pytest.raises(NotSupportedError):
+        choose([slow_driver], Constraints(min_fps=30))
+    assert choose([slow_driver], Constraints(min_fps=20)).profile is slow_driver

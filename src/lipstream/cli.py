@@ -22,8 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Measure speed and accuracy; results are written as JSON naming the machine.",
-                        no_args_is_help=True)
+bench_app = typer.Typer(help="Measure speed and accuracy; results are written as JSON naming the machine. "
+                        "With no sub-command: profiles of every backend x driver for `select` and `serve`.")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
@@ -286,6 +286,36 @@ def select_(
 
 def _fmt(value: float | None, pattern: str = "{:.1f}") -> str:
     return "-" if value is None else pattern.format(value)
+
+
+@bench_app.callback(invoke_without_command=True)
+@friendly
+def bench_profiles(
+    ctx: typer.Context,
+    avatar: Annotated[str, typer.Option(
+        help="Avatar to measure: 'default' (a photo: static, warp) or a video package (bank, and neural "
+             "variants once trained).")] = "default",
+    audio: Annotated[Optional[Path], typer.Option(help="Speech to render (default: the bundled clip).")] = None,
+    merge: Annotated[Optional[Path], typer.Option(
+        help="A profiles.json measured on another machine (e.g. GPU rows) to add to the results.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for profiles.json, report.md and plots.")] = Path(
+        "bench/results/profiles"),
+) -> None:
+    """Every renderer x driver x precision x device available: fps, p95 latency, memory, model size,
+    held-out quality, sync offset and grade; the selector's pick per preset."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from lipstream.bench.profiles import merge_profiles, run_profiles, write_report
+    from lipstream.select import load_profiles
+
+    bar, callback = progress_bar("profiling backends")
+    with bar:
+        profile_set = run_profiles(avatar, audio, progress=callback)
+    if merge:
+        profile_set = merge_profiles(profile_set, load_profiles(merge))
+    for path in write_report(profile_set, out):
+        console.print(f"[green]wrote[/] {path}")
+    console.print((out / "report.md").read_text(), highlight=False, soft_wrap=True)
 
 
 @bench_app.command("render")

@@ -29,7 +29,8 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class RenderOptions:
-    """What to render: fps None = the avatar's; size (width, height) None = the avatar's."""
+    """What to render: fps None = the avatar's; size (width, height) None = the avatar's;
+    renderer_options go to the renderer (e.g. the neural renderer's arch and variant)."""
 
     fps: float | None = None
     size: tuple[int, int] | None = None
@@ -37,6 +38,7 @@ class RenderOptions:
     renderer: str = "auto"
     quality: str = "standard"
     still: bool = False
+    renderer_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def render_file(
     with _timed(stage_ms, "drive"):
         track = drive(samples, fps, options.driver)
     size = options.size or avatar.size
-    renderer = create_renderer(options.renderer, avatar, still=options.still)
+    renderer = create_renderer(options.renderer, avatar, still=options.still, **options.renderer_options)
     frames = render_frames(renderer, track, size)
     writer = Mp4Writer(out_path, fps, size, samples, quality=options.quality)
     try:

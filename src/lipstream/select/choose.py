@@ -6,7 +6,8 @@ size, device, quantisation). Feasible ones are ranked by
     score = sync_weight * fidelity + (1 - sync_weight) * speed (+ 0.05 for the preferred precision)
 where fidelity is the mean of a sync score (1 at 0 ms, 0 at >= 120 ms |offset|, ITU-R BT.1359's
 worst tolerance) and, where measured, the held-out quality scaled over the feasible set; speed is
-log(fps) scaled over the feasible set (1000 vs 100 fps matters less than 25 vs 2.5).
+log(fps through driver and renderer) scaled over the feasible set (1000 vs 100 fps matters
+less than 25 vs 2.5).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def violation(profile: Profile, c: Constraints) -> str | None:
         return "quantised"
     if c.max_model_mib is not None and profile.model_mib > c.max_model_mib:
         return f"model over {c.max_model_mib:g} MiB"
-    if c.min_fps is not None and (profile.fps is None or profile.fps < c.min_fps):
+    if c.min_fps is not None and (profile.pipeline_fps is None or profile.pipeline_fps < c.min_fps):
         return f"under {c.min_fps:g} fps"
     if c.max_sync_ms is not None and abs(profile.sync_offset_ms) > c.max_sync_ms:
         return f"sync over {c.max_sync_ms:g} ms"
@@ -102,7 +103,7 @@ def choose(profiles: list[Profile], constraints: Constraints) -> Choice:
 
 
 def _scores(feasible: list[Profile], c: Constraints) -> list[float]:
-    log_fps = [math.log(max(p.fps or 1.0, 1.0)) for p in feasible]
+    log_fps = [math.log(max(p.pipeline_fps or 1.0, 1.0)) for p in feasible]
     low, high = min(log_fps), max(log_fps)
     psnrs = [p.quality_psnr_db for p in feasible if p.quality_psnr_db is not None]
     scores = []
@@ -118,7 +119,7 @@ def _scores(feasible: list[Profile], c: Constraints) -> list[float]:
 
 
 def _figures(p: Profile) -> str:
-    bits = [f"{p.fps:.0f} fps" if p.fps is not None else "fps not measured"]
+    bits = [f"{p.pipeline_fps:.0f} fps with the driver" if p.pipeline_fps is not None else "fps not measured"]
     if p.sync_offset_ms is not None:
         bits.append(f"sync {p.sync_offset_ms:+.0f} ms ({p.sync_grade})")
     if p.quality_psnr_db is not None:
@@ -143,7 +144,7 @@ def _nothing_fits(profiles: list[Profile], c: Constraints, excluded: dict[str, i
     if not profiles:
         return "the profiles are empty: run `lipstream bench` on this machine"
     text = "no measured backend meets the constraints (" + ", ".join(f"{n} {w}" for w, n in excluded.items()) + ")"
-    fastest = max(profiles, key=lambda p: p.fps or 0.0)
+    fastest = max(profiles, key=lambda p: p.pipeline_fps or 0.0)
     synced = [p for p in profiles if p.sync_offset_ms is not None]
     text += f"; fastest: {fastest.label()} ({_figures(fastest)})"
     if synced:

@@ -21,7 +21,9 @@ FILE_NAME = "profiles.json"
 class Profile:
     """What one backend with one driver measured on one machine.
 
-    fps: frames rendered per second (render only, batch 1 unless `batch` says otherwise).
+    fps: frames rendered per second (render only, with the renderer's own batching).
+    driver_ms_per_frame: the driver's time per frame of audio (ms), so that
+        `pipeline_fps` = frames per second through driver and renderer.
     latency_p95_ms: 95th percentile of one frame's render time (ms).
     peak_memory_mib / gpu_memory_mib: peak resident (CPU) and allocated (GPU) memory (MiB).
     model_mib: size of the model file (0 for renderers without one).
@@ -35,6 +37,7 @@ class Profile:
     precision: str = "fp32"
     variant: str = ""
     fps: float | None = None
+    driver_ms_per_frame: float | None = None
     latency_p95_ms: float | None = None
     peak_memory_mib: float | None = None
     gpu_memory_mib: float | None = None
@@ -43,13 +46,19 @@ class Profile:
     quality_ssim: float | None = None
     sync_offset_ms: float | None = None
     sync_grade: str | None = None
-    batch: int = 1
     note: str = ""
 
     @property
     def backend(self) -> str:
         """'renderer', or 'renderer:variant' for renderers with several models."""
         return f"{self.renderer}:{self.variant}" if self.variant else self.renderer
+
+    @property
+    def pipeline_fps(self) -> float | None:
+        """Frames per second through the driver and the renderer (fps if the driver's cost is unknown)."""
+        if self.fps is None or not self.driver_ms_per_frame:
+            return self.fps
+        return 1000.0 / (1000.0 / self.fps + self.driver_ms_per_frame)
 
     @property
     def quantized(self) -> bool:

@@ -1,0 +1,34 @@
+"""`lipstream bench` profiles on the bundled avatar: real renders measured by the evaluator,
+written as profiles the selector reads."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import espeak
+
+from lipstream.bench.profiles import backends_for, run_profiles, write_report
+from lipstream.select import choose, load_profiles, preset_constraints
+
+
+def test_profiles_of_the_bundled_photo_avatar(tmp_path, default_avatar):
+    assert [b.renderer for b in backends_for(default_avatar)] == ["static", "warp"]  # no footage, no model
+    speech = espeak("we measure every backend on this machine, then choose the best one", tmp_path / "s.wav")
+    profile_set = run_profiles("default", speech, drivers=("energy",))
+    rows = {p.renderer: p for p in profile_set.profiles}
+    assert set(rows) == {"static", "warp"}
+    assert rows["static"].sync_offset_ms is None  # nothing to measure: its mouth never moves
+    warp = rows["warp"]
+    assert warp.fps > 5 and warp.latency_p95_ms > 0 and warp.peak_memory_mib > 50
+    assert warp.driver == "energy" and warp.driver_ms_per_frame > 0 and warp.pipeline_fps < warp.fps
+    assert abs(warp.sync_offset_ms) <= 80 and warp.sync_grade in ("A+", "A", "B")
+
+    paths = write_report(profile_set, tmp_path / "out")
+    assert {p.name for p in paths} == {"profiles.json", "report.md", "performance_vs_sync.png",
+                                       "quantization_impact.png"}
+    assert json.loads((tmp_path / "out" / "profiles.json").read_text())["machine"]["cores"] >= 1
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| warp | fp32 | cpu | energy |" in report and "`real_time`" in report
+    # saved where `select` looks by default (the private test cache)
+    choice = choose(load_profiles().profiles, preset_constraints("real_time", min_fps=1))
+    assert choice.profile.renderer == "warp"
