@@ -11,7 +11,8 @@ from lipstream.bench.profiles import backends_for, run_profiles, write_report
 from lipstream.select import choose, load_profiles, preset_constraints
 
 
-def test_profiles_of_the_bundled_photo_avatar(tmp_path, default_avatar):
+def test_profiles_of_the_bundled_photo_avatar(tmp_path, default_avatar, monkeypatch):
+    monkeypatch.setenv("LIPSTREAM_PROFILES", str(tmp_path / "machine-profiles.json"))
     assert [b.renderer for b in backends_for(default_avatar)] == ["static", "warp"]  # no footage, no model
     speech = espeak("we measure every backend on this machine, then choose the best one", tmp_path / "s.wav")
     profile_set = run_profiles("default", speech, drivers=("energy",))
@@ -29,6 +30,6 @@ def test_profiles_of_the_bundled_photo_avatar(tmp_path, default_avatar):
     assert json.loads((tmp_path / "out" / "profiles.json").read_text())["machine"]["cores"] >= 1
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| warp | fp32 | cpu | energy |" in report and "`real_time`" in report
-    # saved where `select` looks by default (the private test cache)
+    # saved where `select` and `serve` look by default
     choice = choose(load_profiles().profiles, preset_constraints("real_time", min_fps=1))
     assert choice.profile.renderer == "warp"

@@ -223,7 +223,11 @@ def serve(
     max_sessions: Annotated[int, typer.Option(help="Most concurrent real-time sessions; more are refused.")] = 8,
     token: Annotated[Optional[str], typer.Option(
         help="Bearer token required by the API and /ws (default: $LIPSTREAM_TOKEN; none = open).")] = None,
-    renderer: Annotated[str, typer.Option(help="Default renderer for sessions (auto, bank, warp, static).")] = "auto",
+    renderer: Annotated[str, typer.Option(
+        help="Default renderer for sessions: auto (the selector's pick from `lipstream bench` profiles, else bank "
+             "for videos, warp for photos), neural, bank, warp, static.")] = "auto",
+    profiles: Annotated[Optional[Path], typer.Option(
+        help="Profiles for `auto` (default: the ones `lipstream bench` saved for this machine).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Render worker processes (default: one per CPU core).")] = None,
     idle_timeout: Annotated[float, typer.Option(help="Seconds without a message before a session is closed.")] = 60.0,
     max_upload_mb: Annotated[int, typer.Option(help="Largest upload (photo, video, audio) in MiB.")] = 64,
@@ -232,6 +236,8 @@ def serve(
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
     from lipstream.server.app import run_server
 
+    if profiles is not None:
+        os.environ["LIPSTREAM_PROFILES"] = str(profiles.resolve())  # read by the worker processes
     console.print(f"serving on [bold]http://{host}:{port}[/] (Ctrl+C stops)")
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer,

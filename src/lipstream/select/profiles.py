@@ -7,11 +7,14 @@ them. A figure that was not measured is None, never a guess.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lipstream.errors import LipstreamError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 FILE_NAME = "profiles.json"
@@ -82,9 +85,21 @@ class ProfileSet:
 
 
 def default_profiles_path() -> Path:
-    """Where `lipstream bench` keeps this machine's profiles for `select` and `serve`."""
+    """Where `lipstream bench` keeps this machine's profiles for `select` and `serve`:
+    $LIPSTREAM_PROFILES, else profiles.json in $LIPSTREAM_CACHE or ~/.cache/lipstream."""
+    if os.environ.get("LIPSTREAM_PROFILES"):
+        return Path(os.environ["LIPSTREAM_PROFILES"])
     cache = os.environ.get("LIPSTREAM_CACHE") or Path.home() / ".cache" / "lipstream"
     return Path(cache) / FILE_NAME
+
+
+def machine_profiles() -> list[Profile]:
+    """This machine's profiles if `lipstream bench` saved usable ones, else [] (logged)."""
+    try:
+        return load_profiles().profiles
+    except LipstreamError as exc:
+        log.info("%s", exc)
+        return []
 
 
 def save_profiles(profile_set: ProfileSet, path: Path) -> Path:

@@ -1,4 +1,9 @@
-"""The renderer of a session with its fallback chain: bank -> warp -> static.
+"""The renderer of a session with its fallback chain.
+
+`auto` with this machine's measured profiles (`lipstream bench`): the selector's pick for the
+session (its driver, at least its frame rate, sync within 80 ms, on the devices here, among the
+renderers the avatar can use), then the other feasible backends that are faster, then static.
+`auto` without profiles, or a named renderer: bank -> warp -> static from the first that applies.
 
 If the current renderer raises, the frame is rendered again by the next one in the chain, which
 stays in use. If it misses its deadline repeatedly (MAX_MISSES of the last MISS_WINDOW_FRAMES
@@ -17,14 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipstream.avatar.package import AvatarPackage
-from lipstream.errors import LipstreamError, RenderFailedError
+from lipstream.errors import LipstreamError, NotSupportedError, RenderFailedError
 from lipstream.render.base import Renderer, create_renderer, default_renderer_name
+from lipstream.select import Constraints, Profile, choose
 
 log = logging.getLogger(__name__)
 
 CHAIN = ("bank", "warp", "static")
 MISS_WINDOW_FRAMES = 25
 MAX_MISSES = 8
+AUTO_MAX_SYNC_MS = 80.0
+
+Step = tuple[str, dict]  # a renderer's name and its options (the neural renderer's arch and variant)
 
 
 @dataclass(frozen=True)
@@ -40,13 +49,22 @@ class Fallback:
 class RenderChain:
     """Renders frames with the first renderer of the chain that works for the avatar."""
 
-    def __init__(self, avatar: AvatarPackage, renderer: str, frame_period_s: float):
+    def __init__(self, avatar: AvatarPackage, renderer: str, frame_period_s: float, driver: str = "",
+                 profiles: list[Profile] | None = None):
         self.avatar = avatar
         self.frame_period_s = frame_period_s
         self.changes: list[Fallback] = []
+        self.reason = ""  # why `auto` chose what it chose
         self._misses: deque[bool] = deque(maxlen=MISS_WINDOW_FRAMES)
-        name = default_renderer_name(avatar) if renderer == "auto" else renderer
-        self.renderer: Renderer = create_renderer(name, avatar)
+        steps = auto_steps(avatar, 1.0 / frame_period_s, driver, profiles) if renderer == "auto" and profiles else None
+        if steps:
+            (name, options), self.reason = steps[0]
+            self._chain: list[Step] = [step for step, _ in steps]
+        else:
+            name, options = (default_renderer_name(avatar) if renderer == "auto" else renderer), {}
+            self._chain = [(n, {}) for n in CHAIN]
+        self._position = self._index(name, options)
+        self.renderer: Renderer = create_renderer(name, avatar, **options)
 
     @property
     def name(self) -> str:
@@ -75,26 +93,88 @@ class RenderChain:
         """Use renderer `name` from the next frame on (NotSupportedError if it can't be used)."""
         previous = self.name
         self.renderer = create_renderer(name, self.avatar)
+        self._position = self._index(name, {})
         self._misses.clear()
         self.changes.append(Fallback(previous, self.name, "request"))
 
-    def _later(self) -> tuple[str, ...]:
-        """The renderers after the current one in the chain (all but bank for one not in it)."""
-        return CHAIN[CHAIN.index(self.name) + 1 :] if self.name in CHAIN else CHAIN[1:]
+    def _index(self, name: str, options: dict) -> int:
+        """Where (name, options) is in the chain; a renderer not in it is put first."""
+        if (name, options) not in self._chain:
+            self._chain.insert(0, (name, options))
+        return self._chain.index((name, options))
 
-    def _next(self) -> str | None:
+    def _later(self) -> list[Step]:
+        """The steps after the current one in the chain."""
+        return self._chain[self._position + 1 :]
+
+    def _next(self) -> Step | None:
         later = self._later()
         return later[0] if later else None
 
     def _fall_back(self, reason: str, detail: str) -> None:
         previous = self.name
-        for name in self._later():
+        for position, (name, options) in enumerate(self._later(), start=self._position + 1):
             try:
-                self.renderer = create_renderer(name, self.avatar)
+                self.renderer = create_renderer(name, self.avatar, **options)
             except LipstreamError as exc:
                 log.warning("fallback renderer %s unusable: %s", name, exc)
                 continue
+            self._position = position
             self._misses.clear()
             self.changes.append(Fallback(previous, name, reason, detail))
             return
         raise RenderFailedError(f"every renderer failed (last: {previous}: {detail}); the session can't go on")
+
+
+def usable_renderers(avatar: AvatarPackage) -> tuple[str, ...]:
+    """Renderers that can draw this avatar: bank needs footage, neural a trained network."""
+    names = ["warp", "static"]
+    if avatar.kind == "video":
+        names.append("bank")
+    if (avatar.manifest.get("models") or {}).get("neural"):
+        names.append("neural")
+    return tuple(names)
+
+
+def auto_steps(avatar: AvatarPackage, fps: float, driver: str, profiles: list[Profile]) -> list[tuple[Step, str]]:
+    """The chain `auto` uses, from measured profiles: the selector's pick for a live session, then
+    feasible backends faster than it, then static. [] when no profile fits (the caller uses CHAIN)."""
+    rows = [p for p in profiles if p.driver == driver] or list(profiles)
+    rows = [p for p in rows if p.renderer != "neural" or _has_variant(avatar, p.variant)]
+    constraints = Constraints(max_sync_ms=AUTO_MAX_SYNC_MS, min_fps=fps, device=_device(rows),
+                              renderers=usable_renderers(avatar))
+    try:
+        choice = choose(rows, constraints)
+    except NotSupportedError as exc:
+        log.info("auto renderer: %s; using the default chain", exc)
+        return []
+    best = choice.profile
+    steps = [(_step(best), choice.reason)]
+    for profile, _ in choice.ranked[1:]:
+        if (profile.pipeline_fps or 0) > (best.pipeline_fps or 0) and _step(profile) not in [s for s, _ in steps]:
+            steps.append((_step(profile), "faster fallback"))
+    steps.append((("static", {}), "last resort"))
+    return steps
+
+
+def _step(profile: Profile) -> Step:
+    if profile.renderer == "neural":
+        arch, _, variant = profile.variant.partition("/")
+        return "neural", {"arch": arch, "variant": variant}
+    return profile.renderer, {}
+
+
+def _has_variant(avatar: AvatarPackage, variant: str) -> bool:
+    arch, _, name = variant.partition("/")
+    entry = ((avatar.manifest.get("models") or {}).get("neural") or {}).get(arch)
+    files = (entry or {}).get("files", {})
+    return name in files or (name in ("fp16", "bf16") and "weights" in files)
+
+
+def _device(profiles: list[Profile]) -> str:
+    """"any" where a GPU profile could run here (torch sees CUDA), else "cpu"."""
+    if not any(p.device == "gpu" for p in profiles):
+        return "cpu"
+    from lipstream.neural.runtime import cuda_available
+
+    return "any" if cuda_available() else "cpu"

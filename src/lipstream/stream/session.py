@@ -26,6 +26,7 @@ from lipstream.errors import NotSupportedError
 from lipstream.motion.drivers import get_driver
 from lipstream.motion.streaming import StreamingDriver
 from lipstream.pipeline import output_fps
+from lipstream.select import machine_profiles
 from lipstream.stream.audio_in import ArrivalLog, AudioFormat, StreamResampler
 from lipstream.stream.encode import FORMATS, fit, make_encoder
 from lipstream.stream.events import AudioOut, Dropped, Event, FrameOut, Status
@@ -97,7 +98,8 @@ class SessionPipeline:
         self.driver = StreamingDriver(get_driver(self.driver_name, self.fps), self.fps, block_s=p.block_ms / 1000,
                                       context_s=p.context_ms / 1000, guard_s=p.guard_ms / 1000,
                                       max_cpu_share=p.driver_cpu_share)
-        self.chain = RenderChain(avatar, config.renderer or p.renderer, 1.0 / self.fps)
+        self.chain = RenderChain(avatar, config.renderer or p.renderer, 1.0 / self.fps, self.driver_name,
+                                 machine_profiles())
         self.chain.renderer.render_frame(0, np.zeros(4, np.float32))  # first-call costs now, not on frame 0
         self.encoder = make_encoder(config.format, self.size, self.fps, p)
         self.resampler = StreamResampler()
@@ -119,6 +121,7 @@ class SessionPipeline:
         return {
             "avatar": self.config.avatar, "preset": self.preset.name, "format": self.config.format,
             "fps": self.fps, "width": width, "height": height, "renderer": self.chain.name,
+            "rendererReason": self.chain.reason,
             "driver": self.driver_name, "lookaheadMs": round(self.driver.lookahead * 1000 / SAMPLE_RATE, 1),
             "blockMs": self.preset.block_ms, "deadlineMs": self.preset.deadline_ms,
             "idleFrames": self.config.idle_frames, "returnAudio": self.config.return_audio,
