@@ -16,6 +16,7 @@ from scipy.spatial import Delaunay
 STILL_PX = 0.05
 MIN_AREA_PX = 0.5  # destination triangles smaller than this (square px) are not drawn
 SUBPIXEL_BITS = 4  # fractional bits of the coordinates handed to cv2's polygon drawing
+SEAM_MARGIN_PX = 12  # > line half-width (1) + 4 sigma of the band blur (4) + the soft blur's reach (4)
 
 
 def border_points(box: np.ndarray, spacing: float) -> np.ndarray:
@@ -136,16 +137,26 @@ class MeshWarp:
         return a[0] * grid_x + a[1] * grid_y + a[2], a[3] * grid_x + a[4] * grid_y + a[5]
 
 
+
 def soften_seams(region: np.ndarray, lines: list[np.ndarray], strength: float = 1.0) -> None:
     """Blur region (h, w, 3) uint8 in place along polylines (K, 2) in its pixels, `strength` 0..1.
 
     Where a warp squeezes an opening shut (closed lips, a closed eye) its map jumps across the
     seam and the pixel grid shows as steps; a narrow blur along the seam hides them.
     """
-    band = np.zeros(region.shape[:2], np.uint8)
+    # Only the lines' surroundings change: work on their box plus SEAM_MARGIN_PX, beyond the reach
+    # of the line width and both blurs, so the result equals blurring the whole region.
+    points = np.vstack(lines)
+    h, w = region.shape[:2]
+    x0, y0 = np.clip(np.floor(points.min(axis=0)).astype(int) - SEAM_MARGIN_PX, 0, [w, h])
+    x1, y1 = np.clip(np.ceil(points.max(axis=0)).astype(int) + SEAM_MARGIN_PX + 1, 0, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return
+    sub = region[y0:y1, x0:x1]
+    band = np.zeros(sub.shape[:2], np.uint8)
     scale = 1 << SUBPIXEL_BITS
-    cv2.polylines(band, [np.round(line * scale).astype(np.int32) for line in lines], False, 255, 2, cv2.LINE_AA,
-                  SUBPIXEL_BITS)
+    cv2.polylines(band, [np.round((line - [x0, y0]) * scale).astype(np.int32) for line in lines], False, 255, 2,
+                  cv2.LINE_AA, SUBPIXEL_BITS)
     a = (cv2.GaussianBlur(band, (0, 0), 1.0).astype(np.float32) * (strength / 255.0))[..., None]
-    soft = cv2.GaussianBlur(region, (0, 0), 0.8).astype(np.float32)
-    region[:] = np.clip(region + (soft - region) * a + 0.5, 0, 255).astype(np.uint8)
+    soft = cv2.GaussianBlur(sub, (0, 0), 0.8).astype(np.float32)
+    sub[:] = np.clip(sub + (soft - sub) * a + 0.5, 0, 255).astype(np.uint8)
