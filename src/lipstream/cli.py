@@ -107,6 +107,51 @@ def prepare(
 
 @app.command()
 @friendly
+def train(
+    avatar: Annotated[Path, typer.Argument(help="A video avatar package (lipstream prepare VIDEO -o DIR).")],
+    arch: Annotated[str, typer.Option(help="full (256 px, GPU), lite (128 px, CPU real time) or both.")] = "both",
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per network (default: 700 full, 1000 lite).")] = None,
+    batch: Annotated[int, typer.Option(help="Crops per step.")] = 32,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU if torch sees one), cuda or cpu.")] = "auto",
+    weights: Annotated[Optional[list[Path]], typer.Option(help="Install weights trained elsewhere on this avatar's dataset instead of training.")] = None,
+    dataset_only: Annotated[Optional[Path], typer.Option(help="Only write the training set (.npz) here, to train on another machine.")] = None,
+) -> None:
+    """Train the neural renderer on a video avatar's own footage and store it (with INT8 variants) in the package."""
+    from lipstream.avatar.package import load_package
+    from lipstream.neural.fit import ARCHS, check_trainable, train_avatar
+
+    archs = ARCHS if arch == "both" else (arch,)
+    if any(a not in ARCHS for a in archs):
+        raise typer.BadParameter(f"--arch must be full, lite or both, not {arch!r}")
+    package = load_package(avatar)
+    check_trainable(package)
+    if dataset_only is not None:
+        from lipstream.neural.dataset import build_dataset, save_dataset
+
+        bar, callback = progress_bar("building the training set")
+        with bar:
+            save_dataset(build_dataset(package, jpeg_quality=93, progress=callback), dataset_only)
+        console.print(f"[green]wrote[/] {dataset_only}; train it with: python -m lipstream.neural.train "
+                      f"{dataset_only} --arch full --out DIR, then lipstream train {avatar} --weights DIR/weights.npz")
+        return
+
+    def train_progress(name: str):
+        from lipstream.neural.train import rich_progress
+
+        return rich_progress(f"training {name}")
+
+    entries = train_avatar(package, archs, steps={a: steps for a in archs} if steps else None, batch=batch,
+                           device=device, weights=weights, dataset_progress=progress_bar("building the training set"),
+                           train_progress=train_progress)
+    for name, entry in entries.items():
+        t = entry["trained"]
+        quality = (f"held-out {t['heldout_psnr_db']:.1f} dB (copying the reference: {t['copy_reference_psnr_db']:.1f} dB)"
+                   if "heldout_psnr_db" in t else "")
+        console.print(f"[green]trained[/] {name}: {', '.join(entry['files'])} {quality}")
+
+
+@app.command()
+@friendly
 def render(
     audio: Annotated[Path, typer.Option("--audio", help="Speech: wav, flac, mp3, m4a, ogg/opus, or a video's audio track.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The mp4 to write.")],

@@ -9,6 +9,9 @@ Layout (arrays are .npy, loaded with mmap_mode="r" so a long video costs no RAM 
     mouth_boxes.npy     (N, 4) int32 lower-face region x0, y0, x1, y1 that renderers may change
     mouth_masks.npy     (N, 128, 128) uint8 soft mask of that region (255 = replace), box-relative
     bank/*.npy          video sources only: the mouth bank (see lipstream.avatar.bank)
+    models/             trained networks (`lipstream train`), listed in the manifest's `models`
+                        section: {"version": MODELS_VERSION, "neural": {ARCH: {..., "files":
+                        {VARIANT: {"path", "bytes", "sha256"}}}}} (see lipstream.neural.store)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from lipstream.errors import BadAvatarError
 
 SCHEMA_VERSION = 1
+MODELS_VERSION = 1  # of the manifest's optional `models` section
 MANIFEST = "manifest.json"
 MASK_SIZE = 128
 ARRAYS = ("frames", "landmarks", "face_boxes", "mouth_boxes", "mouth_masks")
@@ -62,6 +66,11 @@ class AvatarPackage:
     @property
     def frame_count(self) -> int:
         return int(self.manifest["frame_count"])
+
+    @property
+    def models(self) -> dict:
+        """Trained networks by family and architecture ({"neural": {"lite": {...}}}); {} if none."""
+        return {k: v for k, v in (self.manifest.get("models") or {}).items() if k != "version"}
 
 
 def release_row(array: np.ndarray, index: int) -> None:
@@ -104,13 +113,14 @@ def load_package(path: str | Path) -> AvatarPackage:
                 "prepare it again"
             )
     bank = {key: _load_array(path, f"bank/{key}", manifest) for key in manifest.get("bank_arrays", [])}
+    _check_models(path, manifest)
     return AvatarPackage(path=path, manifest=manifest, bank=bank, **arrays)
 
 
 def read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise BadAvatarError(
             f"{path} is not an avatar package (no {MANIFEST}); make one with: lipstream prepare PHOTO_OR_VIDEO -o {path}"
         ) from None
@@ -128,6 +138,39 @@ def read_manifest(path: Path) -> dict:
     if missing:
         raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} lacks {', '.join(missing)}; prepare it again")
     return manifest
+
+
+def _check_models(path: Path, manifest: dict) -> None:
+    """Validate the optional `models` section: known version, every listed file present with its size.
+
+    (Checksums are verified when a model is loaded: lipstream.neural.runtime.)"""
+    models = manifest.get("models")
+    if models is None:
+        return
+    retrain = f"run `lipstream train {path}` again"
+    if not isinstance(models, dict) or "version" not in models:
+        raise BadAvatarError(f"avatar {path} is corrupt: its manifest's models section has no version; {retrain}")
+    if models["version"] != MODELS_VERSION:
+        raise BadAvatarError(f"avatar {path} has models made by another version of lipstream (models version "
+                             f"{models['version']}, this version reads {MODELS_VERSION}); {retrain}")
+    for family, entries in models.items():
+        if family == "version":
+            continue
+        if not isinstance(entries, dict):
+            raise BadAvatarError(f"avatar {path} is corrupt: models.{family} is not a table; {retrain}")
+        for arch, entry in entries.items():
+            files = entry.get("files") if isinstance(entry, dict) else None
+            if not isinstance(files, dict) or not files or not {"arch", "geometry", "reference"} <= set(entry):
+                raise BadAvatarError(f"avatar {path} is corrupt: models.{family}.{arch} is incomplete; {retrain}")
+            for variant, info in files.items():
+                file = path / str(info.get("path", ""))
+                if not info.get("path") or not file.is_file():
+                    raise BadAvatarError(f"avatar {path} is incomplete: the {family} {arch} model's {variant} file "
+                                         f"{info.get('path')} is missing; {retrain}")
+                if file.stat().st_size != info.get("bytes"):
+                    raise BadAvatarError(f"avatar {path} is corrupt: the {family} {arch} model's {variant} file "
+                                         f"{info['path']} has {file.stat().st_size} bytes, not {info.get('bytes')}; "
+                                         f"{retrain}")
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

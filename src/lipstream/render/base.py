@@ -68,4 +68,4 @@ def create_renderer(name: str, avatar: AvatarPackage, **options) -> Renderer:
 
 
 def _load_builtin() -> None:
-    from lipstream.render import bank, static, warp  # noqa: F401  (registers them)
+    from lipstream.render import bank, neural, static, warp  # noqa: F401  (registers them)

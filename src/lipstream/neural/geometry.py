@@ -1,0 +1,173 @@
+"""Where the neural renderer looks: an aligned square crop of the lower face, the region it
+hides and redraws, and the drawing of the lip shape it is asked for.
+
+Crop: a square of CROP_SIDE eye distances (outer-eye-corner distance), centred on the mouth
+corners' mean position and starting CROP_TOP eye distances above the nose base, on the face
+aligned by a similarity on the stable upper-face points (lipstream.face.align) to the avatar's
+mean pose. So head motion in the image plane is removed and the mouth sits at the same place
+in every crop; a crop of S pixels has S / CROP_SIDE pixels per eye distance.
+
+Hidden region: one fixed soft mask per avatar in crop coordinates (from the mean face), the
+mouth and jaw from just under the nose to CHIN_ROOM below the chin, reaching at most
+SIDE_REACH beyond the mouth corners. The network sees the crop with it zeroed and draws it.
+
+Sketch: the lip model's control points (lipstream.motion.lip_model.CONTROLS: 40 lip points and
+21 jaw-line points, frame pixels) mapped into the crop and drawn with anti-aliased lines (one
+channel) and the inside of the mouth opening filled (another). Training draws it from the lip
+model fitted to each frame's landmarks and redrawn, rendering from the lip model driven by
+mouth parameters: the same function on the same kind of points, so the network sees no
+difference between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lipstream.face import align
+from lipstream.face.mouth import MOUTH_CORNERS
+from lipstream.face.region import SUBNASALE
+
+CROP_SIDE = 2.0  # eye distances
+CROP_TOP = 0.35  # eye distances above the nose base
+MASK_TOP = 0.08  # hidden region starts this far (eye distances) below the nose base
+CHIN_ROOM = 0.25  # and ends this far below the chin (an opening jaw drops the chin)
+SIDE_REACH = 0.45  # at most this far beyond the mouth corners (eye distances)
+MASK_GROW = 0.04
+MASK_FEATHER = 0.06  # the blend fades in over this width, inside the hidden region
+LINE_WIDTH = 1.0 / 128  # sketch line thickness, as a share of the crop side
+_SHIFT = 4  # cv2 drawing sub-pixel bits
+
+# Positions in lipstream.motion.lip_model.CONTROLS order (see LIP_CONTROLS there).
+_OUTER_UPPER = list(range(0, 11))
+_OUTER_LOWER = [0, *range(11, 20), 10]
+_INNER_UPPER = list(range(20, 31))
+_INNER_LOWER = [20, *range(31, 40), 30]
+_JAW = list(range(40, 61))
+# Lower jaw-line points (positions in CONTROLS' jaw part) that bound the hidden region.
+_LOWER_JAW = list(range(43, 58))
+
+
+@dataclass
+class CropGeometry:
+    """The crop of one avatar: `template` (K, 2) float32 canonical positions of
+    align.STABLE_POINTS (eye distances), `centre_x` and `top` in the same units, and the hidden
+    region's polygon (P, 2) float32 in crop units (0..1 across the crop)."""
+
+    template: np.ndarray
+    centre_x: float
+    top: float
+    hidden_polygon: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"template": np.round(self.template, 6).tolist(), "centre_x": round(float(self.centre_x), 6),
+                "top": round(float(self.top), 6), "hidden_polygon": np.round(self.hidden_polygon, 6).tolist(),
+                "side": CROP_SIDE}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CropGeometry":
+        return cls(np.asarray(data["template"], np.float32), float(data["centre_x"]), float(data["top"]),
+                   np.asarray(data["hidden_polygon"], np.float32))
+
+    def transforms(self, landmarks: np.ndarray, size: int) -> np.ndarray:
+        """Frame-pixels -> crop-pixels similarities (..., 2, 3) float64 for landmarks (..., 478, 2)."""
+        pixels = (self.template - [self.centre_x - CROP_SIDE / 2, self.top]) * (size / CROP_SIDE)
+        return align.to_canonical(landmarks, pixels)
+
+    def hidden_mask(self, size: int) -> np.ndarray:
+        """The soft hidden region (S, S) uint8, 255 = hidden."""
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(mask, [np.round(self.hidden_polygon * size * (1 << _SHIFT)).astype(np.int32)], 255,
+                     cv2.LINE_AA, _SHIFT)
+        grow = max(int(round(MASK_GROW / CROP_SIDE * size)), 1)
+        return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+
+    def blend_mask(self, size: int) -> np.ndarray:
+        """Blend weights (S, S) float32 in [0, 1]: 1 deep inside the hidden region, fading to 0
+        at its edge, so the pasted drawing meets the real frame where the network saw it."""
+        feather = MASK_FEATHER / CROP_SIDE * size
+        hard = (self.hidden_mask(size) > 127).astype(np.uint8)
+        inner = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(feather) + 1,) * 2))
+        soft = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), max(feather / 2, 0.5))
+        return np.minimum(soft, hard.astype(np.float32))
+
+
+def crop_geometry(landmarks: np.ndarray) -> CropGeometry:
+    """The crop of an avatar from its landmarks (N, 478, 2) float32 pixels (all frames or some)."""
+    landmarks = np.asarray(landmarks, np.float32)
+    template = align.mean_stable_shape(landmarks)
+    canonical = align.apply(align.to_canonical(landmarks, template), landmarks).mean(axis=0)
+    centre_x = float(canonical[list(MOUTH_CORNERS), 0].mean())
+    top = float(canonical[SUBNASALE, 1] - CROP_TOP)
+    crop = (canonical - [centre_x - CROP_SIDE / 2, top]) / CROP_SIDE  # crop units
+    return CropGeometry(template, centre_x, top, _hidden_polygon(crop))
+
+
+def _hidden_polygon(crop_lm: np.ndarray) -> np.ndarray:
+    """Polygon (P, 2) in crop units: under the nose, down the jaw to below the chin, limited sideways."""
+    from lipstream.motion.lip_model import CONTROLS
+
+    eye = 1.0 / CROP_SIDE  # an eye distance in crop units
+    controls = crop_lm[list(CONTROLS)]
+    left, right = np.sort(crop_lm[list(MOUTH_CORNERS), 0])
+    jaw = controls[_LOWER_JAW].copy()
+    jaw[:, 0] = np.clip(jaw[:, 0], left - SIDE_REACH * eye, right + SIDE_REACH * eye)
+    dropped = jaw + [0.0, CHIN_ROOM * eye]
+    top_y = crop_lm[SUBNASALE, 1] + MASK_TOP * eye
+    polygon = np.vstack([[jaw[0, 0], top_y], jaw[:1], dropped, jaw[-1:], [jaw[-1, 0], top_y]])
+    return np.clip(polygon, 0.02, 0.98).astype(np.float32)
+
+
+def crop_frame(frame: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
+    """The (S, S, 3) uint8 crop of an RGB frame (H, W, 3) under a frame-to-crop transform (2, 3)."""
+    scale = float(align.scale_of(transform))
+    if scale < 0.8:  # shrinking: low-pass first so fine texture does not alias
+        frame = cv2.GaussianBlur(np.asarray(frame), (0, 0), 0.5 * np.sqrt(1 / scale**2 - 1))
+    return cv2.warpAffine(np.asarray(frame), np.asarray(transform, np.float64), (size, size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def draw_sketch(controls: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
+    """The sketch (2, S, S) uint8 of control points (61, 2) frame pixels (lip_model.CONTROLS order)."""
+    points = align.apply(transform, np.asarray(controls, np.float64))
+    fixed = np.round(points * (1 << _SHIFT)).astype(np.int32)
+    lines = np.zeros((size, size), np.uint8)
+    thickness = max(int(round(LINE_WIDTH * size)), 1)
+    contours = [fixed[idx] for idx in (_OUTER_UPPER, _OUTER_LOWER, _INNER_UPPER, _INNER_LOWER, _JAW)]
+    cv2.polylines(lines, contours, False, 255, thickness, cv2.LINE_AA, _SHIFT)
+    inside = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(inside, [np.vstack([fixed[_INNER_UPPER], fixed[_INNER_LOWER][::-1]])], 255, cv2.LINE_AA, _SHIFT)
+    return np.stack([lines, inside])
+
+
+def warp_back(crop: np.ndarray, transform: np.ndarray, blend: np.ndarray,
+              frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crop (S, S, 3) uint8 and its blend weights (S, S) float32 warped back into the frame
+    by the inverse of `transform` (frame -> crop): (patch (h, w, 3) uint8, box (x0, y0, x1, y1)
+    int64 in frame pixels, alpha (h, w, 1) float32), ready for render.compose.paste_region."""
+    size = crop.shape[0]
+    to_frame = align.invert(transform)
+    corners = align.apply(to_frame, np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
+    height, width = frame_shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, [width - 1, height - 1])
+    x1 = int(min(np.ceil(corners[:, 0].max()), width))
+    y1 = int(min(np.ceil(corners[:, 1].max()), height))
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    to_box = to_frame.copy()
+    to_box[:, 2] -= [x0, y0]
+    box_size = (x1 - x0, y1 - y0)
+    patch = cv2.warpAffine(crop, to_box, box_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(blend, to_box, box_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return patch, np.array([x0, y0, x1, y1], np.int64), alpha[..., None]
+
+
+def hidden_region_pixels(geometry: CropGeometry, transform: np.ndarray, size: int,
+                         frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean (H, W) mask of the frame pixels inside the hidden region (crop of `size` pixels)."""
+    hidden = (geometry.hidden_mask(size) > 127).astype(np.uint8)
+    height, width = frame_shape[:2]
+    back = cv2.warpAffine(hidden, align.invert(transform), (width, height), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT)
+    return back > 0

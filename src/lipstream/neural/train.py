@@ -1,0 +1,285 @@
+"""Training a neural renderer on one avatar's dataset (dataset.py), on a GPU or the CPU.
+
+Self-supervised: every training frame is its own target. The input is that frame's crop with
+the hidden region zeroed, its lip sketch (lip model fitted and redrawn), the hidden mask and
+the reference crop; the loss is L1 over the crop, HIDDEN_WEIGHT times heavier inside the
+hidden region. Augmentation moves crop and sketch together by a small random similarity
+(alignment jitter between frames) and scales colours. AdamW with a one-cycle schedule; bf16
+autocast and channels-last on CUDA, float32 on the CPU.
+
+Held out: the last fifth of the frames by time (dataset.heldout_start); measured every
+`eval_every` steps and at the end as PSNR over the hidden region, next to the PSNR of copying
+the reference crop there. Nothing is chosen by the held-out figures: the last step is the model.
+
+Resumable: a checkpoint (model, optimiser, schedule, step, random state) is written every
+`checkpoint_every` steps to `out_dir/checkpoint.pt`; running again with the same out_dir and
+configuration continues from it. The result is `out_dir/weights.npz` (model.state_to_numpy)
+and `out_dir/train.json`.
+
+Runs as a module on a machine with torch and numpy only:
+    python -m lipstream.neural.train DATASET.npz --arch full --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lipstream.neural.dataset import load_dataset
+from lipstream.neural.layout import HIDE_THRESHOLD, network_input
+from lipstream.neural.model import CONFIGS, build_model, parameter_count, state_to_numpy
+
+HIDDEN_WEIGHT = 4.0
+SHIFT_SHARE = 0.03  # random translation, share of the crop side
+SCALE_JITTER = 0.03
+ROTATE_DEG = 2.0
+GAIN_JITTER = 0.06
+CHECKPOINT = "checkpoint.pt"
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how; `steps` x `batch` crops are seen in all."""
+
+    arch: str = "full"
+    steps: int = 2000
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"  # auto: cuda if available, else cpu
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    augment: bool = True
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def psnr_hidden(pred: torch.Tensor, target: torch.Tensor, hide: torch.Tensor) -> torch.Tensor:
+    """PSNR (B,) in dB over the hidden pixels; images (B, 3, S, S) in [0, 1], hide (1, 1, S, S) 0/1."""
+    se = ((pred.float() - target.float()) ** 2 * hide).sum(dim=(1, 2, 3))
+    mse = se / (hide.sum() * pred.shape[1])
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+class Trainer:
+    """Holds the data on the device and runs steps; see the module docstring."""
+
+    def __init__(self, dataset, config: TrainConfig, out_dir: str | Path | None = None):
+        self.config = config
+        self.device = pick_device(config.device)
+        self.net_config = CONFIGS[config.arch]
+        size = self.net_config.size
+        data = load_dataset(dataset, size)
+        self.meta = data["meta"]
+        self.split = int(self.meta["heldout_start"])
+        dev = self.device
+        self.crops = torch.from_numpy(np.ascontiguousarray(data["crops"].transpose(0, 3, 1, 2))).to(dev)
+        self.sketch = torch.from_numpy(np.ascontiguousarray(data["sketch"])).to(dev)
+        hidden = torch.from_numpy(np.asarray(data["hidden"], np.float32)).to(dev)[None, None]
+        self.hidden = hidden
+        self.hide = (hidden > HIDE_THRESHOLD * 255).float()
+        self.weight = 1.0 + HIDDEN_WEIGHT * hidden / 255.0
+        self.reference = self.crops[int(self.meta["reference"])][None].float()
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.model = build_model(self.net_config).to(dev)
+        self.cuda = dev.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr,
+                                                            total_steps=max(config.steps, 2), pct_start=0.15)
+        self.step = 0
+        self.history: list[dict] = []
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.train_seconds = 0.0
+        if self.out_dir and (self.out_dir / CHECKPOINT).exists():
+            self._resume()
+
+    # -- data -------------------------------------------------------------------------------
+
+    def inputs(self, idx: torch.Tensor, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(network input, target) for frame indices idx, float32 on the device."""
+        crops = self.crops[idx].float()
+        sketch = self.sketch[idx].float()
+        reference = self.reference.expand(len(idx), -1, -1, -1)
+        if augment:
+            crops, sketch, reference = self._augment(crops, sketch, reference)
+        x = network_input(crops, reference, sketch, self.hidden.expand(len(idx), -1, -1, -1), torch.cat)
+        return x, crops / 255.0
+
+    def _augment(self, crops, sketch, reference):
+        b = len(crops)
+        g = self.generator
+        angle = (torch.rand(b, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
+        scale = 1 + (torch.rand(b, generator=g) * 2 - 1) * SCALE_JITTER
+        shift = (torch.rand(b, 2, generator=g) * 2 - 1) * SHIFT_SHARE * 2  # grid units span 2
+        theta = torch.stack([torch.stack([scale * torch.cos(angle), -scale * torch.sin(angle), shift[:, 0]], -1),
+                             torch.stack([scale * torch.sin(angle), scale * torch.cos(angle), shift[:, 1]], -1)], 1)
+        grid = F.affine_grid(theta.to(self.device), list(crops.shape), align_corners=False)
+        both = F.grid_sample(torch.cat([crops, sketch], 1), grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)
+        gain = (1 + (torch.rand(b, 3, 1, 1, generator=g) * 2 - 1) * GAIN_JITTER).to(self.device)
+        crops = (both[:, :3] * gain).clamp(0, 255)
+        return crops, both[:, 3:], (reference * gain).clamp(0, 255)
+
+    # -- training ---------------------------------------------------------------------------
+
+    def train(self, progress: Progress | None = None, until: int | None = None) -> dict:
+        """Run the remaining steps (or up to step `until`, checkpointed there); returns the summary
+        written to train.json."""
+        c = self.config
+        self.model.train()
+        start = time.perf_counter()
+        end = c.steps if until is None else min(until, c.steps)
+        while self.step < end:
+            idx = torch.randint(0, self.split, (c.batch,), generator=self.generator).to(self.device)
+            x, target = self.inputs(idx, c.augment)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+                pred = self.model(x)
+            loss = ((pred.float() - target).abs() * self.weight).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            self.step += 1
+            info = {"loss": float(loss.detach())} if (self.step % 50 == 0 or self.step == c.steps) else {}
+            if self.step % c.eval_every == 0 or self.step == c.steps:
+                info = {"loss": float(loss.detach()), **self.evaluate()}
+                self.model.train()
+            if info:
+                self.history.append({"step": self.step, **info})
+            if progress:
+                progress(self.step, c.steps, info)
+            if self.out_dir and (self.step % c.checkpoint_every == 0 or self.step in (c.steps, end)):
+                self.train_seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                self._checkpoint()
+        self.train_seconds += time.perf_counter() - start
+        return self.finish()
+
+    @torch.no_grad()
+    def evaluate(self, batch: int = 32) -> dict:
+        """Held-out PSNR (dB, hidden region) of the model and of copying the reference crop."""
+        self.model.eval()
+        n = len(self.crops)
+        if self.split >= n:
+            return {}
+        model_db, copy_db = [], []
+        for start in range(self.split, n, batch):
+            idx = torch.arange(start, min(start + batch, n), device=self.device)
+            x, target = self.inputs(idx, augment=False)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+                pred = self.model(x.contiguous(memory_format=torch.channels_last) if self.cuda else x)
+            model_db.append(psnr_hidden(pred, target, self.hide))
+            copy_db.append(psnr_hidden(self.reference.expand_as(target) / 255.0, target, self.hide))
+        return {"heldout_psnr_db": float(torch.cat(model_db).mean()),
+                "copy_reference_psnr_db": float(torch.cat(copy_db).mean())}
+
+    def finish(self) -> dict:
+        summary = {
+            "arch": self.net_config.to_dict(),
+            "config": asdict(self.config),
+            "parameters": parameter_count(self.model),
+            "device": str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.cuda else ""),
+            "torch": torch.__version__,
+            "avatar": self.meta.get("name"),
+            "frames": len(self.crops),
+            "heldout_start": self.split,
+            "reference": int(self.meta["reference"]),
+            "train_seconds": round(self.train_seconds, 2),
+            "steps": self.step,
+            "history": self.history,
+            **(self.history[-1] if self.history else {}),
+        }
+        summary.pop("step", None)
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            np.savez(self.out_dir / "weights.npz", **state_to_numpy(self.model))
+            (self.out_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _checkpoint(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "step": self.step, "history": self.history,
+                 "generator": self.generator.get_state(), "config": asdict(self.config),
+                 "train_seconds": self.train_seconds}
+        tmp = self.out_dir / (CHECKPOINT + ".part")
+        torch.save(state, tmp)
+        tmp.replace(self.out_dir / CHECKPOINT)
+
+    def _resume(self) -> None:
+        state = torch.load(self.out_dir / CHECKPOINT, map_location=self.device, weights_only=False)
+        saved = dict(state["config"], device=self.config.device)
+        if saved != asdict(self.config):
+            raise ValueError(f"{self.out_dir / CHECKPOINT} was made with another configuration ({state['config']}); "
+                             "remove it or train into another folder")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step, self.history = int(state["step"]), list(state["history"])
+        self.generator.set_state(state["generator"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+
+
+def train(dataset, config: TrainConfig, out_dir: str | Path | None = None, progress: Progress | None = None) -> dict:
+    """Train (or resume) on a dataset (.npz path or arrays dict); returns the summary dict."""
+    return Trainer(dataset, config, out_dir).train(progress)
+
+
+def rich_progress(description: str):
+    """A rich progress bar with loss, held-out PSNR and ETA, and its `progress` callback."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn())
+    task = bar.add_task(description, total=None, note="")
+    notes: dict = {}
+
+    def callback(step: int, total: int, info: dict) -> None:
+        notes.update(info)
+        note = " ".join(f"{k.split('_')[0]} {v:.3g}" for k, v in notes.items() if k in ("loss", "heldout_psnr_db"))
+        bar.update(task, completed=step, total=total, note=note)
+
+    return bar, callback
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train a neural renderer from a dataset .npz.")
+    parser.add_argument("dataset")
+    parser.add_argument("--out", required=True)
+    for field, value in asdict(TrainConfig()).items():
+        kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=value)
+    args = vars(parser.parse_args(argv))
+    dataset, out = args.pop("dataset"), args.pop("out")
+    config = TrainConfig(**args)
+    bar, callback = rich_progress(f"training {config.arch} on {Path(dataset).stem}")
+    with bar:
+        summary = train(dataset, config, out, callback)
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+if __name__ == "__main__":
+    main()

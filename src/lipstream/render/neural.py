@@ -1,0 +1,76 @@
+"""`neural`: the avatar's lower face drawn by a network trained on its own video (`lipstream train`).
+
+Per output frame: the base frame (the footage looped back and forth, idle.IdleMotion); the lip
+model of that frame's face turns the mouth parameters into a lip and jaw shape, drawn as a
+sketch in the aligned crop (lipstream.neural.conditioning); the network draws the hidden lower
+face from the masked crop, the sketch and the reference crop; the drawing is warped back and
+blended with a feathered mask that fades out inside the hidden region, where the network saw
+the real frame around it, so there is no seam. `render(track)` runs the network in batches.
+
+Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU, else the lite one in
+static INT8 (real time on a CPU); any (arch, variant) the package holds can be asked for
+(lipstream.neural.runtime.VARIANTS). An avatar with no trained network is refused with the
+command that trains one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from lipstream.errors import NotSupportedError
+from lipstream.motion.params import MouthTrack
+from lipstream.render.base import Renderer, register
+from lipstream.render.compose import paste_region
+from lipstream.render.idle import IdleMotion
+
+BATCH = 16
+
+
+@register
+class NeuralRenderer(Renderer):
+    name = "neural"
+
+    def __init__(self, avatar, *, arch: str = "auto", variant: str = "auto", threads: int | None = None, **options):
+        super().__init__(avatar, **options)
+        from lipstream.neural.conditioning import Conditioner
+        from lipstream.neural.geometry import CropGeometry
+        from lipstream.neural.runtime import default_choice, load_model, no_model_message
+
+        if avatar.kind != "video" or not avatar.models.get("neural"):
+            raise NotSupportedError(no_model_message(avatar))
+        if arch == "auto" or variant == "auto":
+            auto_arch, auto_variant = default_choice(avatar)
+            arch = auto_arch if arch == "auto" else arch
+            variant = (auto_variant if arch == auto_arch else "int8-static") if variant == "auto" else variant
+        self.model = load_model(avatar, arch, variant, threads)
+        entry = self.model.entry
+        self.idle = IdleMotion(avatar, still=self.still, seed=self.seed)
+        self.conditioner = Conditioner(avatar, CropGeometry.from_dict(entry["geometry"]), self.model.size,
+                                       int(entry["reference"]))
+
+    @property
+    def variant(self) -> str:
+        return f"{self.model.arch}/{self.model.variant}"
+
+    def render_frame(self, k: int, params: np.ndarray) -> np.ndarray:
+        """Frame k (H, W, 3) uint8 RGB with the mouth of params (4,) float32."""
+        frame, _, i = self.idle.source(k)
+        x = self.conditioner.network_input(frame, i, params)
+        return self.idle.animate(k, self.composite(frame, i, self.model.run(x[None])[0]))
+
+    def composite(self, frame: np.ndarray, i: int, output: np.ndarray) -> np.ndarray:
+        """Source frame i (H, W, 3) uint8 with the network's output (3, S, S) blended in; a new array."""
+        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape))
+
+    def render(self, track: MouthTrack) -> Iterator[np.ndarray]:
+        """Every frame of `track`, the network run on BATCH frames at a time."""
+        for start in range(0, len(track), BATCH):
+            ks = range(start, min(start + BATCH, len(track)))
+            sources = [self.idle.source(k) for k in ks]
+            x = np.stack([self.conditioner.network_input(frame, i, track.values[k])
+                          for k, (frame, _, i) in zip(ks, sources)])
+            out = self.model.run(x)
+            for k, (frame, _, i), y in zip(ks, sources, out):
+                yield self.idle.animate(k, self.composite(frame, i, y))

@@ -1,0 +1,255 @@
+"""The neural renderer's training, export, variants and package checks, on a tiny network and a
+short talking video the test makes from the bundled portrait (see test_bank)."""
+
+import json
+import shutil
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from lipstream.avatar.package import load_package
+from lipstream.avatar.prepare import prepare
+from lipstream.errors import BadAvatarError, NotSupportedError
+from lipstream.motion.params import MouthTrack
+from lipstream.render.base import create_renderer
+from lipstream.render.warp import WarpRenderer
+
+FPS = 25
+SIZE = 256
+TINY = 64
+
+
+def _write_mp4(path, frames):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def talking(tmp_path_factory, default_avatar):
+    """A 2 s video avatar: the portrait opening and closing its mouth (1.3 Hz), spreading it (0.5 Hz)."""
+    t = np.arange(50) / FPS
+    jaw = 0.5 - 0.5 * np.cos(2 * np.pi * 1.3 * t)
+    spread = 0.5 * np.sin(2 * np.pi * 0.5 * t)
+    track = MouthTrack(np.stack([jaw, spread, np.zeros_like(jaw), np.clip(2 * jaw, 0, 1)], axis=-1), FPS)
+    frames = [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+              for f in WarpRenderer(default_avatar, still=True).render(track)]
+    folder = tmp_path_factory.mktemp("neural")
+    return load_package(prepare(_write_mp4(folder / "talking.mp4", frames), folder / "talking"))
+
+
+@pytest.fixture(scope="module")
+def dataset(talking):
+    from lipstream.neural.dataset import build_dataset
+
+    return build_dataset(talking, sizes=(TINY,))
+
+
+@pytest.fixture(scope="module")
+def trained(dataset):
+    torch = pytest.importorskip("torch")
+    from lipstream.neural.model import state_to_numpy
+    from lipstream.neural.train import TrainConfig, Trainer
+
+    torch.set_num_threads(2)
+    trainer = Trainer(dataset, TrainConfig(arch="tiny", steps=150, batch=8, lr=3e-3, device="cpu", eval_every=150))
+    summary = trainer.train()
+    return summary, state_to_numpy(trainer.model)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, talking, dataset, trained):
+    """A copy of the talking avatar with the tiny network and its ONNX variants stored in it."""
+    from lipstream.neural.conditioning import Conditioner
+    from lipstream.neural.dataset import read_meta
+    from lipstream.neural.geometry import CropGeometry
+    from lipstream.neural.model import CONFIGS
+    from lipstream.neural.store import calibration_inputs, install
+
+    path = tmp_path_factory.mktemp("installed") / "talking"
+    shutil.copytree(talking.path, path)
+    meta = read_meta(dataset)
+    summary, weights = trained
+    conditioner = Conditioner(talking, CropGeometry.from_dict(meta["geometry"]), TINY, meta["reference"])
+    install(path, weights, CONFIGS["tiny"].to_dict(), meta, summary, calibration_inputs(talking, conditioner, 16))
+    return load_package(path)
+
+
+def test_dataset_holds_the_split_and_sketches_the_lip_model_redraws(talking, dataset):
+    from lipstream.neural.conditioning import Conditioner
+    from lipstream.neural.dataset import read_meta
+    from lipstream.neural.geometry import CropGeometry, draw_sketch
+
+    meta = read_meta(dataset)
+    assert meta["heldout_start"] == 40 and meta["reference"] < 40
+    assert dataset[f"crops_{TINY}"].shape == (50, TINY, TINY, 3)
+    hidden = dataset[f"hidden_{TINY}"]
+    assert 0.1 < (hidden > 127).mean() < 0.6  # the lower face, not the whole crop
+    # Render time draws from mouth parameters through the same lip model: identical sketches.
+    c = Conditioner(talking, CropGeometry.from_dict(meta["geometry"]), TINY, meta["reference"])
+    for i in (3, 27, 45):
+        np.testing.assert_allclose(c.controls(i, c.fitted_params(i)), dataset["controls"][i], atol=1e-3)
+        sketch = draw_sketch(c.controls(i, dataset["params"][i]), c.transforms[i], TINY)
+        assert np.abs(sketch.astype(int) - dataset[f"sketch_{TINY}"][i]).max() <= 1
+    # An open mouth fills the opening channel, a closed one hardly.
+    jaw = dataset["params"][:, 0]
+    opened = dataset[f"sketch_{TINY}"][:, 1].reshape(50, -1).sum(axis=1)
+    assert np.corrcoef(opened, jaw)[0, 1] > 0.8, (opened, jaw)
+
+
+def test_jpeg_packed_dataset_loads_close_to_raw(talking, tmp_path):
+    from lipstream.neural.dataset import build_dataset, load_dataset, save_dataset
+
+    packed = load_dataset(save_dataset(build_dataset(talking, sizes=(TINY,), jpeg_quality=95), tmp_path / "d.npz"), TINY)
+    raw = load_dataset(build_dataset(talking, sizes=(TINY,)), TINY)
+    assert packed["crops"].shape == raw["crops"].shape == (50, TINY, TINY, 3)
+    assert np.abs(packed["crops"].astype(float) - raw["crops"]).mean() < 3
+
+
+def test_tiny_training_learns_and_beats_copying_the_reference(trained):
+    summary, _ = trained
+    losses = [h["loss"] for h in summary["history"]]
+    assert losses[-1] < 0.6 * losses[0]
+    assert summary["heldout_psnr_db"] > summary["copy_reference_psnr_db"] + 1.0
+
+
+def test_training_resumes_from_its_checkpoint(dataset, tmp_path):
+    pytest.importorskip("torch")
+    from lipstream.neural.train import TrainConfig, Trainer
+
+    config = TrainConfig(arch="tiny", steps=6, batch=2, device="cpu", eval_every=6, checkpoint_every=3)
+    Trainer(dataset, config, tmp_path).train(until=3)  # stopped half way, as by an interruption
+    resumed = Trainer(dataset, config, tmp_path)
+    assert resumed.step == 3
+    assert resumed.train()["steps"] == 6 and (tmp_path / "weights.npz").exists()
+    with pytest.raises(ValueError, match="another configuration"):
+        Trainer(dataset, TrainConfig(arch="tiny", steps=9, batch=2, device="cpu"), tmp_path)
+
+
+def test_onnx_export_matches_pytorch(trained, tmp_path):
+    pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from lipstream.neural.export import export_onnx, torch_output
+    from lipstream.neural.model import CONFIGS
+
+    _, weights = trained
+    arch = CONFIGS["tiny"].to_dict()
+    path = export_onnx(weights, arch, tmp_path / "tiny.onnx")
+    x = np.random.default_rng(0).random((3, 9, TINY, TINY), dtype=np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, torch_output(weights, arch, x), atol=2e-4)
+
+
+def test_every_cpu_variant_loads_and_renders(installed, talking):
+    from lipstream.neural.geometry import hidden_region_pixels
+
+    params = np.array([0.8, 0.0, 0.0, 1.0], np.float32)
+    frames = {}
+    for variant in ("fp32", "int8-static", "int8-dynamic"):
+        r = create_renderer("neural", installed, arch="tiny", variant=variant, still=True)
+        assert r.variant == f"tiny/{variant}"
+        frames[variant] = r.render_frame(10, params)
+        assert frames[variant].shape == (SIZE, SIZE, 3) and frames[variant].dtype == np.uint8
+    c = r.conditioner
+    inside = hidden_region_pixels(c.geometry, c.transforms[10], c.size, (SIZE, SIZE))
+    base = np.asarray(installed.frames[10])
+    changed = np.any(frames["fp32"] != base, axis=-1)
+    near = cv2.dilate(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # resampling at the edge
+    assert changed[inside].mean() > 0.5 and not changed[~near].any()  # only the lower face is redrawn
+    for variant in ("int8-static", "int8-dynamic"):
+        diff = frames[variant][inside].astype(float) - frames["fp32"][inside]
+        assert 10 * np.log10(255**2 / np.mean(diff**2)) > 25  # close to its fp32 model
+    # Rendering a whole track in batches gives what frame by frame gives.
+    # (fp32; dynamic INT8 quantises activations by the batch's range, so a batch differs slightly.)
+    r = create_renderer("neural", installed, arch="tiny", variant="fp32", still=True)
+    track = MouthTrack(np.tile(params, (3, 1)), FPS)
+    batched = list(r.render(track))[2].astype(int)
+    assert np.abs(batched - r.render_frame(2, params)).max() <= 1
+    with pytest.raises(NotSupportedError, match="GPU"):
+        create_renderer("neural", installed, arch="tiny", variant="fp16")
+
+
+def test_refuses_an_avatar_without_a_trained_model(talking, default_avatar):
+    for avatar in (talking, default_avatar):
+        with pytest.raises(NotSupportedError, match="lipstream train"):
+            create_renderer("neural", avatar)
+
+
+def test_train_refuses_a_photo(default_avatar):
+    from lipstream.neural.fit import check_trainable
+
+    with pytest.raises(BadAvatarError, match="video"):
+        check_trainable(default_avatar)
+
+
+def _fake_models(path, content=b"x" * 100):
+    """A package copy with a hand-made models section naming one file (no torch needed)."""
+    (path / "models" / "neural-lite").mkdir(parents=True)
+    (path / "models" / "neural-lite" / "fp32.onnx").write_bytes(content)
+    from lipstream.neural.store import sha256
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    file = path / "models" / "neural-lite" / "fp32.onnx"
+    manifest["models"] = {"version": 1, "neural": {"lite": {
+        "arch": {"name": "lite", "size": 128, "widths": [8, 16, 32, 48, 64]}, "geometry": {}, "reference": 0,
+        "trained": {}, "files": {"fp32": {"path": "models/neural-lite/fp32.onnx", "bytes": len(content),
+                                          "sha256": sha256(file)}}}}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_corrupt_or_missing_model_file_is_a_clear_bad_avatar_error(talking, tmp_path):
+    from lipstream.neural.runtime import load_model
+
+    path = tmp_path / "pkg"
+    shutil.copytree(talking.path, path)
+    manifest = _fake_models(path)
+    file = path / "models" / "neural-lite" / "fp32.onnx"
+    # Not an ONNX model although its checksum matches: refused when loaded.
+    with pytest.raises(BadAvatarError, match="can't be loaded.*lipstream train"):
+        load_model(load_package(path), "lite", "fp32")
+    # Same size, other bytes: checksum.
+    file.write_bytes(b"y" * 100)
+    with pytest.raises(BadAvatarError, match="corrupt \\(checksum mismatch\\)"):
+        load_model(load_package(path), "lite", "fp32")
+    # Truncated: refused on load of the package.
+    file.write_bytes(b"y" * 10)
+    with pytest.raises(BadAvatarError, match="has 10 bytes, not 100"):
+        load_package(path)
+    file.unlink()
+    with pytest.raises(BadAvatarError, match="missing"):
+        load_package(path)
+    manifest["models"]["version"] = 99
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadAvatarError, match="another version"):
+        load_package(path)
+
+
+def test_weights_packed_by_the_gpu_bench_are_found_by_avatar_name(tmp_path):
+    from lipstream.neural.fit import weights_for
+
+    np.savez(tmp_path / "a.npz", **{"full/ann/w": np.ones(2), "lite/ann/w": np.zeros(2), "lite/bob/w": np.ones(3)})
+    np.savez(tmp_path / "b.npz", w=np.full(4, 7.0))
+    assert weights_for([tmp_path / "a.npz"], "lite", "bob")["w"].shape == (3,)
+    assert weights_for([tmp_path / "a.npz"], "full", "bob") is None
+    assert weights_for(tmp_path / "b.npz", "full", "x")["w"][0] == 7.0
+
+
+def test_cli_train_refuses_a_photo_with_the_fix(default_avatar, portrait_path):
+    from typer.testing import CliRunner
+
+    from lipstream.cli import app
+
+    runner = CliRunner()
+    for target in (default_avatar.path, portrait_path):
+        result = runner.invoke(app, ["train", str(target)])
+        assert result.exit_code == 4
+        assert "video" in result.output or "prepare" in result.output
