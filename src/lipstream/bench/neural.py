@@ -1,0 +1,194 @@
+"""`lipstream bench neural`: the neural renderer's held-out quality against `bank`, its
+temporal stability, and its speed on this CPU, per variant, on avatars trained with
+`lipstream train` (the GPU half, training and fp16/bf16 figures: lipstream.bench.neural_gpu).
+
+Quality, per avatar: the held-out frames (the last fifth, never trained on) are rendered on
+themselves as base frames, the mouth given by their TRUE lip landmarks (the lip model fitted to
+them, as in training); `bank` renders the same frames from a bank built on the training frames
+only, asked for the same frames' measured mouth parameters. Both are compared with the real
+frames over the neural network's hidden region mapped into the frame (the pixels either may
+change): PSNR (dB) and SSIM (grey, 7 px Gaussian window, averaged over the region).
+Temporal stability: the mean absolute change (0-255) of the region between consecutive frames,
+for the real video, bank and the network; a ratio near 1 to the real video's means no flicker.
+Speed: render_frame (crop, sketch, network, warp back and blend; the base frame's lip model
+cached) on frames driven by the default driver, p50/p95 ms and fps, single frame at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lipstream.bench.machine import machine_info
+
+SHEET_FRAMES = 8
+
+
+def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
+    mse = float(np.mean((a[region].astype(np.float64) - b[region].astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
+    """Mean SSIM over `region` of two RGB frames, on grey levels with a Gaussian window (sigma 1.5)."""
+    x = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    y = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    blur = lambda im: cv2.GaussianBlur(im, (7, 7), 1.5)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s[region].mean())
+
+
+def heldout_quality(avatar, variants: list[tuple[str, str]], sheet: Path | None = None) -> dict:
+    """Held-out PSNR/SSIM/temporal change of bank and the neural variants (module docstring)."""
+    from lipstream.avatar.bank import build_bank
+    from lipstream.face.mouth import measure_mouth
+    from lipstream.motion.params import params_from_measures
+    from lipstream.neural.dataset import heldout_start
+    from lipstream.neural.geometry import hidden_region_pixels
+    from lipstream.render.bank import BankRenderer
+    from lipstream.render.neural import NeuralRenderer
+
+    n = avatar.frame_count
+    split = heldout_start(n)
+    frames = [np.asarray(avatar.frames[j]) for j in range(split, n)]
+    landmarks = np.asarray(avatar.landmarks, np.float32)
+    measures = measure_mouth(landmarks)
+    measured = params_from_measures(measures.aperture, measures.width / np.median(measures.width))
+    banked = dataclasses.replace(avatar, bank=build_bank(avatar.frames, landmarks, entries=np.arange(split)))
+    bank = BankRenderer(banked, still=True)
+    outputs = {"real": frames, "bank": [bank.render_frame(j, measured[j]) for j in range(split, n)]}
+    region = None
+    for arch, variant in variants:
+        r = NeuralRenderer(avatar, arch=arch, variant=variant, still=True)
+        c = r.conditioner
+        if region is None:  # the region of the first (largest) network's crop, the same for all
+            region = [hidden_region_pixels(c.geometry, c.transforms[j], c.size, frames[0].shape)
+                      for j in range(split, n)]
+        outputs[f"neural {arch}/{variant}"] = [r.render_frame(j, c.fitted_params(j)) for j in range(split, n)]
+    result = {"avatar": avatar.name, "frames": n, "heldout_frames": n - split, "size": list(avatar.size)}
+    real_change = _change(frames, region)
+    for name, outs in outputs.items():
+        if name == "real":
+            continue
+        result[name] = {
+            "psnr_db": round(float(np.mean([psnr(o, f, m) for o, f, m in zip(outs, frames, region)])), 2),
+            "ssim": round(float(np.mean([ssim(o, f, m) for o, f, m in zip(outs, frames, region)])), 4),
+            "change_per_frame": round(_change(outs, region), 2),
+            "change_vs_real": round(_change(outs, region) / max(real_change, 1e-6), 3),
+        }
+    result["real_change_per_frame"] = round(real_change, 2)
+    if sheet is not None:
+        _contact_sheet(outputs, region, sheet)
+    return result
+
+
+def _change(frames: list[np.ndarray], region: list[np.ndarray]) -> float:
+    """Mean absolute change (0-255) inside the region between consecutive frames."""
+    diffs = [np.abs(b.astype(np.int16) - a.astype(np.int16))[m & n].mean()
+             for a, b, m, n in zip(frames[:-1], frames[1:], region[:-1], region[1:])]
+    return float(np.mean(diffs)) if diffs else 0.0
+
+
+def _contact_sheet(outputs: dict, region: list[np.ndarray], path: Path) -> None:
+    """Rows: real, bank, each neural variant; columns: SHEET_FRAMES held-out frames, cropped
+    to the region's box with a margin, labelled."""
+    union = np.any(region, axis=0)
+    ys, xs = np.nonzero(union)
+    pad = 10
+    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad, union.shape[0])
+    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad, union.shape[1])
+    count = len(outputs["real"])
+    picks = np.linspace(0, count - 1, min(SHEET_FRAMES, count)).round().astype(int)
+    scale = 160 / max(y1 - y0, x1 - x0)
+    rows = []
+    for name, outs in outputs.items():
+        tiles = [cv2.resize(np.ascontiguousarray(outs[p][y0:y1, x0:x1]), None, fx=scale, fy=scale,
+                            interpolation=cv2.INTER_AREA) for p in picks]
+        row = np.concatenate(tiles, axis=1)
+        label = np.full((18, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(label, name, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        rows += [label, row]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def render_speed(avatar, arch: str, variant: str, frames: int = 100, threads: int | None = None) -> dict:
+    """render_frame speed (ms p50/p95, fps) driven by the default driver, compositing included."""
+    from lipstream.audio.io import load_audio
+    from lipstream.avatar.resolve import bundled_asset
+    from lipstream.motion.drivers import DEFAULT_DRIVER, get_driver
+    from lipstream.render.neural import NeuralRenderer
+
+    track = get_driver(DEFAULT_DRIVER, avatar.fps).drive(load_audio(bundled_asset("speech.wav")))
+    values = np.resize(track.values, (frames, track.values.shape[1]))
+    r = NeuralRenderer(avatar, arch=arch, variant=variant, threads=threads, still=True)
+    for i in range(min(avatar.frame_count, frames)):  # the lip models of the frames used, built once
+        r.conditioner.lip_model(r.idle.source_index(i))
+    r.render_frame(0, values[0])
+    times, net = [], []
+    for k, row in enumerate(values):
+        start = time.perf_counter()
+        frame, _, i = r.idle.source(k)
+        x = r.conditioner.network_input(frame, i, row)
+        t_net = time.perf_counter()
+        out = r.model.run(x[None])[0]
+        net.append(time.perf_counter() - t_net)
+        r.idle.animate(k, r.composite(frame, i, out))
+        times.append(time.perf_counter() - start)
+    p50 = float(np.median(times))
+    return {"arch": arch, "variant": variant, "frames": frames, "threads": threads or "all",
+            "ms_p50": round(1e3 * p50, 2), "ms_p95": round(1e3 * float(np.percentile(times, 95)), 2),
+            "network_ms_p50": round(1e3 * float(np.median(net)), 2), "fps": round(1 / p50, 1),
+            "frame_size": list(avatar.size)}
+
+
+def file_sizes(avatar) -> dict:
+    return {f"{arch}/{variant}": info["bytes"] for arch, entry in avatar.models.get("neural", {}).items()
+            for variant, info in entry["files"].items()}
+
+
+def run_neural_bench(avatars: list[Path], sheets: Path | None = None, speed_frames: int = 100) -> dict:
+    from lipstream.avatar.package import load_package
+
+    results: dict = {"machine": machine_info(), "quality": [], "speed": [], "file_bytes": {}}
+    variants = [("full", "fp32"), ("lite", "fp32"), ("lite", "int8-static"), ("lite", "int8-dynamic")]
+    for path in avatars:
+        avatar = load_package(path)
+        sheet = sheets / f"neural-{avatar.name}.png" if sheets else None
+        results["quality"].append(heldout_quality(avatar, variants, sheet))
+        print(json.dumps(results["quality"][-1]), flush=True)
+    avatar = load_package(avatars[0])
+    results["file_bytes"] = file_sizes(avatar)
+    for arch, variant in variants + [("full", "int8-static")]:
+        results["speed"].append({"avatar": avatar.name, **render_speed(avatar, arch, variant, speed_frames)})
+        print(json.dumps(results["speed"][-1]), flush=True)
+    return results
+
+
+def write_results(results: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Held-out quality vs bank and CPU speed of trained avatars.")
+    parser.add_argument("avatars", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/neural-cpu.json"))
+    parser.add_argument("--sheets", type=Path, default=None, help="write a contact sheet per avatar here")
+    args = parser.parse_args(argv)
+    write_results(run_neural_bench(args.avatars, args.sheets), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The GPU half of `lipstream bench neural`: train on many datasets at once, time fp32/fp16/bf16.
+
+Runs on a machine with torch, numpy and a CUDA GPU, without lipstream's media libraries:
+
+    PYTHONPATH=src python -m lipstream.bench.neural_gpu --sets DIR --out DIR [--steps-full N ...]
+
+For every dataset .npz in DIR it trains the `full` and the `lite` network (several trainings
+share the GPU, `--workers` processes), then on the held-out frames compares each network run
+in fp32, fp16 and bf16 (PSNR against the real crops and against fp32, hidden region), and
+times batched inference. It writes `gpu.json` (figures, machine, each training's summary) and
+packs the weights as float16 (full) and float32 (lite) into a few .npz files, for
+`lipstream train AVATAR --weights FILE` to install into the avatar packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+PACK_BYTES = 14 * 2**20  # one packed weights file stays under this
+
+
+def _train_one(args: tuple[str, str, int, int, str]) -> dict:
+    dataset, arch, steps, batch, out_dir = args
+    from lipstream.neural.train import TrainConfig, Trainer
+
+    start = time.perf_counter()
+    trainer = Trainer(dataset, TrainConfig(arch=arch, steps=steps, batch=batch, eval_every=max(steps // 4, 1),
+                                           checkpoint_every=steps), out_dir)
+    summary = trainer.train()
+    summary["wall_seconds_with_loading"] = round(time.perf_counter() - start, 2)
+    summary["dataset"] = Path(dataset).stem
+    return summary
+
+
+def _throughput(arch: str, batch: int, dtype, repeats: int = 30) -> float:
+    """Frames per second of a network's forward pass on the GPU at `batch`, dtype, channels-last."""
+    import torch
+
+    from lipstream.neural.layout import IN_CHANNELS
+    from lipstream.neural.model import build_model
+
+    model = build_model(arch).cuda().eval().to(memory_format=torch.channels_last).to(dtype)
+    size = model.config.size
+    inputs = [torch.rand(batch, IN_CHANNELS, size, size, device="cuda", dtype=dtype)
+              .contiguous(memory_format=torch.channels_last) for _ in range(4)]
+    with torch.inference_mode():
+        for i in range(10):
+            model(inputs[i % 4])
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for r in range(5):
+            start.record()
+            for i in range(repeats):
+                model(inputs[i % 4])
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3 / repeats)
+    return batch / float(np.median(times))
+
+
+def _precision_quality(dataset: str, arch: str, weights: Path) -> dict:
+    """Held-out PSNR (hidden region) of fp32 / fp16 / bf16 / fp32-with-fp16-weights, and vs fp32."""
+    import torch
+
+    from lipstream.neural.model import build_model, load_numpy_state
+    from lipstream.neural.train import TrainConfig, Trainer, psnr_hidden
+
+    trainer = Trainer(dataset, TrainConfig(arch=arch, steps=1, device="cuda"))
+    state = dict(np.load(weights))
+    idx = torch.arange(trainer.split, len(trainer.crops), device="cuda")
+    x, target = trainer.inputs(idx, augment=False)
+    outputs = {}
+    with torch.inference_mode():
+        for name, dtype, rounded in (("fp32", torch.float32, False), ("fp16", torch.float16, False),
+                                     ("bf16", torch.bfloat16, False), ("fp32_fp16_weights", torch.float32, True)):
+            use = {k: (v.astype(np.float16) if rounded and v.dtype == np.float32 else v) for k, v in state.items()}
+            model = load_numpy_state(build_model(arch), use).cuda().eval().to(dtype)
+            outputs[name] = torch.cat([model(x[i:i + 32].to(dtype)).float() for i in range(0, len(x), 32)])
+    result = {}
+    for name, out in outputs.items():
+        result[name] = {"psnr_vs_real_db": round(float(psnr_hidden(out, target, trainer.hide).mean()), 3),
+                        "psnr_vs_fp32_db": round(float(psnr_hidden(out, outputs["fp32"], trainer.hide).mean()), 2)}
+    return result
+
+
+def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
+    """Pack every weights.npz (full as float16, lite as float32) into files under PACK_BYTES."""
+    files, current, size, names = [], {}, 0, []
+
+    def flush():
+        nonlocal current, size
+        if current:
+            path = out / f"weights-{len(files)}.npz"
+            np.savez(path, **current)
+            files.append(path.name)
+            current, size = {}, 0
+
+    for arch in archs:
+        for weights in sorted((results_dir / arch).glob("*/weights.npz")):
+            state = dict(np.load(weights))
+            if arch == "full":
+                state = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
+            nbytes = sum(v.nbytes for v in state.values())
+            if size + nbytes > PACK_BYTES:
+                flush()
+            key = f"{arch}/{weights.parent.name}"
+            current.update({f"{key}/{k}": v for k, v in state.items()})
+            size += nbytes
+            names.append(key)
+    flush()
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--work", default="/tmp/neural-work")
+    parser.add_argument("--steps-full", type=int, default=2000)
+    parser.add_argument("--steps-lite", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N datasets (0 = all)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from lipstream.bench.machine import machine_info
+
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = sorted(Path(args.sets).glob("*.npz"))
+    if args.limit:
+        sets = sets[: args.limit]
+    report: dict = {"machine": machine_info(), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                    "steps": {"full": args.steps_full, "lite": args.steps_lite}, "batch": args.batch,
+                    "workers": args.workers}
+    jobs = [(str(s), arch, steps, args.batch, str(work / arch / s.stem))
+            for arch, steps in (("full", args.steps_full), ("lite", args.steps_lite)) for s in sets]
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        report["trainings"] = []
+        for summary in pool.imap_unordered(_train_one, jobs):
+            short = {k: v for k, v in summary.items() if k not in ("history", "config")}
+            report["trainings"].append(summary)
+            print(json.dumps(short), flush=True)
+    report["all_trainings_wall_s"] = round(time.perf_counter() - start, 1)
+    report["throughput_fps"] = {}
+    for arch in ("full", "lite"):
+        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+            for batch in (1, 32, 128):
+                fps = _throughput(arch, batch, dtype)
+                report["throughput_fps"][f"{arch}/{name}/batch{batch}"] = round(fps, 1)
+                print(f"{arch} {name} batch {batch}: {fps:.0f} frames/s", flush=True)
+    report["precision"] = {}
+    for s in sets:
+        for arch in ("full", "lite"):
+            weights = work / arch / s.stem / "weights.npz"
+            if weights.exists():
+                report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, weights)
+    report["packed"] = _pack(work, out, ["full", "lite"])
+    (out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
+    for t in report["trainings"]:
+        print(f"{t['dataset'][-12:]:>12} {t['arch']['name']:4} frames {t['frames']:3} train {t['train_seconds']:6.1f}s "
+              f"wall {t['wall_seconds_with_loading']:6.1f}s heldout {t.get('heldout_psnr_db', 0):.2f} dB "
+              f"copy-ref {t.get('copy_reference_psnr_db', 0):.2f} dB")
+    print("total wall", report["all_trainings_wall_s"], "files", report["packed"], os.listdir(out))
+
+
+if __name__ == "__main__":
+    main()
