@@ -177,6 +177,17 @@ def test_every_cpu_variant_loads_and_renders(installed, talking):
         create_renderer("neural", installed, arch="tiny", variant="fp16")
 
 
+def test_rendering_an_onnx_variant_needs_no_torch(installed, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as without torch installed
+    for name in [m for m in sys.modules if m.startswith("lipstream.neural.") or m == "lipstream.render.neural"]:
+        monkeypatch.delitem(sys.modules, name)
+    r = create_renderer("neural", installed, arch="tiny", variant="int8-static", still=True)
+    assert r.render_frame(3, np.array([0.5, 0.0, 0.0, 0.5], np.float32)).shape == (SIZE, SIZE, 3)
+    assert create_renderer("neural", installed, still=True).variant == "tiny/int8-static"  # the default
+
+
 def test_refuses_an_avatar_without_a_trained_model(talking, default_avatar):
     for avatar in (talking, default_avatar):
         with pytest.raises(NotSupportedError, match="lipstream train"):

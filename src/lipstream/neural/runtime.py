@@ -36,13 +36,14 @@ def model_entry(avatar, arch: str) -> dict:
 
 
 def cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA GPU (without importing torch if it isn't there)."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
+    """Whether torch is installed and sees a CUDA GPU. torch is not imported on a machine with
+    no NVIDIA driver (it takes a second and a few hundred MB), nor needed anywhere else here."""
+    if not Path("/proc/driver/nvidia").exists():
         return False
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return False
     return torch.cuda.is_available()
 
 
@@ -54,12 +55,12 @@ def default_choice(avatar) -> tuple[str, str]:
         raise NotSupportedError(no_model_message(avatar))
     if "full" in entries and cuda_available():
         return "full", "fp16"
-    for arch in ("lite", "full"):
+    for arch in ["lite", "full"] + sorted(set(entries) - {"lite", "full"}):
         for variant in ("int8-static", "fp32", "int8-dynamic"):
             if variant in entries.get(arch, {}).get("files", {}):
                 return arch, variant
-    arch = sorted(entries)[0]
-    return arch, next(iter(entries[arch]["files"]))
+    raise NotSupportedError(f"avatar {avatar.name}'s neural models have no ONNX file to run on this machine; "
+                            f"run `lipstream train {avatar.path}` again")
 
 
 @dataclass
