@@ -157,7 +157,9 @@ def render(
     out: Annotated[Path, typer.Option("--out", "-o", help="The mp4 to write.")],
     avatar: AvatarOpt = "default",
     driver: Annotated[Optional[str], typer.Option(help="Audio -> mouth driver: energy, viseme or phoneme (default: the most accurate).")] = None,
-    renderer: Annotated[str, typer.Option(help="static, warp, bank, or auto (bank for video avatars, warp for photos).")] = "auto",
+    renderer: Annotated[str, typer.Option(
+        help="static, warp, bank, neural (a video avatar after `lipstream train`), or auto (bank for video avatars, "
+             "warp for photos).")] = "auto",
     fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the avatar's, 25).")] = None,
     size: Annotated[Optional[str], typer.Option(help="Output size WIDTHxHEIGHT (default: the avatar's).")] = None,
     quality: Annotated[str, typer.Option(help="Encoder quality: fast, standard or high.")] = "standard",
@@ -217,11 +219,26 @@ def info(avatar: Annotated[str, typer.Argument(help="'default', a package direct
         ("size", f"{package.size[0]}x{package.size[1]}"),
         ("source", f"{m['source']['name']} (sha256 {m['source']['sha256'][:12]})"),
         ("mouth bank", f"{len(package.bank['params'])} mouths" if "params" in package.bank else "none"),
+        ("neural models", _models_line(package)),
         ("schema", str(m["schema"])),
         ("made by", f"lipstream {m.get('lipstream')} at {m.get('created_utc')}"),
     ):
         table.add_row(key, value)
     Console().print(table)
+
+
+
+def _models_line(package) -> str:
+    """'lite: fp32, int8-static (held-out 30.4 dB); ...' or 'none (lipstream train ...)'."""
+    entries = package.models.get("neural", {})
+    if not entries:
+        return "none" + (f" (train one: lipstream train {package.path})" if package.kind == "video" else "")
+    parts = []
+    for arch, entry in sorted(entries.items()):
+        psnr = entry.get("trained", {}).get("heldout_psnr_db")
+        held = f" (held-out {psnr:.1f} dB)" if psnr is not None else ""
+        parts.append(f"{arch}: {', '.join(v for v in entry['files'] if v != 'weights')}{held}")
+    return "; ".join(parts)
 
 
 @app.command("eval")
@@ -411,6 +428,21 @@ def bench_sync(
 
     with console.status(f"measuring the sync evaluator on {media} (several minutes)"):
         write_results(run_sync_bench(media), out)
+    console.print(f"[green]wrote[/] {out}")
+
+
+@bench_app.command("neural")
+@friendly
+def bench_neural(
+    avatars: Annotated[list[Path], typer.Argument(help="Trained video avatar packages (lipstream train).")],
+    sheets: Annotated[Optional[Path], typer.Option(help="Write a contact sheet per avatar into this folder.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/neural-cpu.json"),
+) -> None:
+    """Neural renderer on held-out frames (last fifth): quality against bank, frame-to-frame change, CPU speed."""
+    from lipstream.bench.neural import run_neural_bench, write_results
+
+    with console.status(f"measuring {len(avatars)} trained avatar(s)"):
+        write_results(run_neural_bench(avatars, sheets), out)
     console.print(f"[green]wrote[/] {out}")
 
 
