@@ -33,3 +33,22 @@ def test_profiles_of_the_bundled_photo_avatar(tmp_path, default_avatar, monkeypa
     # saved where `select` and `serve` look by default
     choice = choose(load_profiles().profiles, preset_constraints("real_time", min_fps=1))
     assert choice.profile.renderer == "warp"
+
+
+def test_gpu_rows_from_runner_results_carry_the_fp32_sync_and_say_so():
+    from lipstream.bench.profiles import gpu_profiles
+    from lipstream.select import Profile, ProfileSet
+
+    cpu = ProfileSet([Profile("neural", "phoneme", variant="full/fp32", fps=12, model_mib=7.7, sync_offset_ms=-17,
+                              sync_grade="A+", quality_psnr_db=27.0),
+                      Profile("neural", "phoneme", variant="full/int8-static", precision="int8", fps=25,
+                              sync_offset_ms=-20, sync_grade="A+"),
+                      Profile("warp", "phoneme", fps=200, sync_offset_ms=-10, sync_grade="A+")], {})
+    runner = {"machine": {"gpu": "NVIDIA H200"},
+              "full/fp16": {"psnr_vs_onnx_fp32_db": 77.5, "runner_fps_batch32": 1538.0, "gpu_memory_mib": 744.0}}
+    rows = gpu_profiles(cpu, runner)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.device, row.precision, row.variant, row.fps) == ("gpu", "fp16", "full/fp16", 1538.0)
+    assert row.sync_offset_ms == -17 and row.quality_psnr_db == 27.0 and row.model_mib == 3.85
+    assert row.latency_p95_ms is None and "within 78 dB of fp32" in row.note and "NVIDIA H200" in row.note

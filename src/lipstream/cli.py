@@ -365,7 +365,9 @@ def bench_profiles(
              "variants once trained).")] = "default",
     audio: Annotated[Optional[Path], typer.Option(help="Speech to render (default: the bundled clip).")] = None,
     merge: Annotated[Optional[Path], typer.Option(
-        help="A profiles.json measured on another machine (e.g. GPU rows) to add to the results.")] = None,
+        help="A profiles.json measured on another machine to add to the results.")] = None,
+    gpu_results: Annotated[Optional[Path], typer.Option(
+        help="Results of `python -m lipstream.bench.neural_runner run` on a GPU machine: adds fp16/bf16 rows.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for profiles.json, report.md and plots.")] = Path(
         "bench/results/profiles"),
 ) -> None:
@@ -373,14 +375,19 @@ def bench_profiles(
     held-out quality, sync offset and grade; the selector's pick per preset."""
     if ctx.invoked_subcommand is not None:
         return
-    from lipstream.bench.profiles import merge_profiles, run_profiles, write_report
-    from lipstream.select import load_profiles
+    import json
+
+    from lipstream.bench.profiles import gpu_profiles, merge_profiles, run_profiles, write_report
+    from lipstream.select import ProfileSet, load_profiles
 
     bar, callback = progress_bar("profiling backends")
     with bar:
         profile_set = run_profiles(avatar, audio, progress=callback)
     if merge:
         profile_set = merge_profiles(profile_set, load_profiles(merge))
+    if gpu_results:
+        rows = gpu_profiles(profile_set, json.loads(gpu_results.read_text()))
+        profile_set = merge_profiles(profile_set, ProfileSet(rows, {}))
     for path in write_report(profile_set, out):
         console.print(f"[green]wrote[/] {path}")
     console.print((out / "report.md").read_text(), highlight=False, soft_wrap=True)

@@ -206,8 +206,32 @@ def _driver_ms_per_frame(speech: np.ndarray, fps: float, name: str) -> float:
 
 
 def merge_profiles(profile_set: ProfileSet, extra: ProfileSet) -> ProfileSet:
-    """Profiles measured elsewhere (e.g. a GPU machine) added to this machine's set."""
+    """Profiles measured elsewhere added to this machine's set."""
     return ProfileSet(profile_set.profiles + extra.profiles, profile_set.machine, profile_set.avatar)
+
+
+def gpu_profiles(profile_set: ProfileSet, runner_results: dict) -> list[Profile]:
+    """GPU rows from `lipstream.bench.neural_runner` results (a machine with CUDA but without
+    lipstream's media stack): fps through the runner at batch 32 and GPU memory measured there;
+    sync and quality are those of the same network's fp32 rows here, which the GPU output
+    matches within the PSNR the runner measured (the note says how close)."""
+    gpu = runner_results.get("machine", {}).get("gpu", "GPU")
+    rows = []
+    for p in profile_set.profiles:
+        if p.renderer != "neural" or not p.variant.endswith("/fp32"):
+            continue
+        arch = p.variant.split("/")[0]
+        for precision in ("fp16", "bf16"):
+            measured = runner_results.get(f"{arch}/{precision}")
+            if not measured:
+                continue
+            note = (f"{gpu}: fps through the runner at batch 32, compositing not included; sync and quality of "
+                    f"the fp32 network, its output within {measured['psnr_vs_onnx_fp32_db']:.0f} dB of fp32")
+            rows.append(replace(p, device="gpu", precision=precision, variant=f"{arch}/{precision}",
+                                fps=measured["runner_fps_batch32"], latency_p95_ms=None, peak_memory_mib=None,
+                                gpu_memory_mib=measured["gpu_memory_mib"], model_mib=round(p.model_mib / 2, 2),
+                                note=note))
+    return rows
 
 
 def write_report(profile_set: ProfileSet, out_dir: Path) -> list[Path]:
