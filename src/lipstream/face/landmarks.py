@@ -6,8 +6,10 @@ in; a frame without a face gives NaN. Frames are uint8 H x W x 3 RGB.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterable
 
 import numpy as np
@@ -40,19 +42,23 @@ class FaceTracker:
     """
 
     def __init__(self, video: bool = True, max_faces: int = 3, min_confidence: float = 0.5):
-        self._mesh = _face_mesh_module().FaceMesh(
-            static_image_mode=not video,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+        with _native_stderr_silenced():
+            self._mesh = _face_mesh_module().FaceMesh(
+                static_image_mode=not video,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
         self.faces_in_last_frame = 0
+        self._started = False
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """Landmarks (478, 2) of the largest face in an RGB uint8 frame, NaN if none."""
         h, w = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
+        with _native_stderr_silenced() if not self._started else contextlib.nullcontext():
+            result = self._mesh.process(np.ascontiguousarray(rgb))
+        self._started = True
         faces = result.multi_face_landmarks or []
         self.faces_in_last_frame = len(faces)
         if not faces:
@@ -68,6 +74,21 @@ class FaceTracker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide what MediaPipe's C++ code prints to stderr while its graph starts (absl warnings
+    about TFLite delegates and feedback tensors that GLOG_minloglevel does not reach)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def track_faces(frames: Iterable[np.ndarray]) -> np.ndarray:
