@@ -39,3 +39,20 @@ def _memory_gib() -> float | None:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB) since it started: VmHWM of /proc/self/status.
+
+    (Not getrusage's ru_maxrss: Linux carries a forked parent's peak across exec into it, so a
+    fresh child of a big benchmark process would report the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -5,8 +5,8 @@ on a device (the torch fp16/bf16 variants only where CUDA is). For each backend,
 process: render fps (the renderer's own batching, compositing included), p95 latency of one
 frame, peak resident memory and peak GPU memory. For each backend x driver: the speech rendered
 to an mp4 and measured by `lipstream eval` (offset, grade); backends under SLOW_FPS are evaluated
-with the default driver only. Quality is the held-out PSNR/SSIM of the lower face where it was
-measured (`neural` models record theirs at training, see `quality_of`), else None.
+with the default driver only. Quality is the held-out PSNR/SSIM of the lower face, measured
+for `bank` and the neural variants of a trained video avatar (`heldout_qualities`), else None.
 
 Writes into DIR: profiles.json (read by `lipstream select` and `serve --renderer auto`; also
 saved where they look by default), report.md, performance_vs_sync.png, quantization_impact.png.
@@ -27,7 +27,7 @@ from lipstream.audio.clock import SAMPLE_RATE
 from lipstream.audio.io import load_audio
 from lipstream.avatar.package import AvatarPackage
 from lipstream.avatar.resolve import bundled_asset, resolve_avatar
-from lipstream.bench.machine import machine_info
+from lipstream.bench.machine import machine_info, peak_rss_mib
 from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES
 from lipstream.pipeline import RenderOptions, drive, output_fps, render_file
 from lipstream.select import PRESETS, Profile, ProfileSet, choose, default_profiles_path, save_profiles
@@ -78,14 +78,21 @@ def backends_for(avatar: AvatarPackage) -> list[Backend]:
     return backends
 
 
-def quality_of(avatar: AvatarPackage, backend: Backend) -> tuple[float | None, float | None]:
-    """(PSNR dB, SSIM) of the lower face on held-out frames, where measured: a neural model's
-    training record (its fp32 network on the last fifth of the footage); None otherwise."""
-    if backend.renderer != "neural":
-        return None, None
-    trained = avatar.manifest["models"]["neural"][backend.options["arch"]].get("trained", {})
-    psnr = trained.get("heldout_psnr_db") if backend.variant.endswith(("fp32", "fp16", "bf16")) else None
-    return psnr, trained.get("heldout_ssim")
+def heldout_qualities(avatar: AvatarPackage, backends: list[Backend]) -> dict[str, tuple[float, float]]:
+    """{backend label: (PSNR dB, SSIM)} of the lower face on the held-out last fifth of a trained
+    video avatar, given each frame's true mouth parameters (lipstream.bench.neural): bank built
+    from the other frames, and every CPU neural variant. {} for avatars without a network."""
+    variants = [(b.options["arch"], b.options["variant"]) for b in backends if b.renderer == "neural" and b.device == "cpu"]
+    if not variants:
+        return {}
+    from lipstream.bench.neural import heldout_quality
+
+    result = heldout_quality(avatar, variants)
+    qualities = {"bank": (result["bank"]["psnr_db"], result["bank"]["ssim"])}
+    for arch, variant in variants:
+        measured = result[f"neural {arch}/{variant}"]
+        qualities[f"neural:{arch}/{variant}"] = (measured["psnr_db"], measured["ssim"])
+    return qualities
 
 
 def measure_speed(avatar: AvatarPackage, backend: Backend, params: np.ndarray, fps: float) -> dict:
@@ -103,7 +110,6 @@ def measure_speed(avatar: AvatarPackage, backend: Backend, params: np.ndarray, f
 
 def _speed_main(spec_json: str) -> None:
     """Child process of measure_speed: prints one JSON line."""
-    import resource
     import time
 
     from lipstream.avatar.package import load_package
@@ -128,7 +134,7 @@ def _speed_main(spec_json: str) -> None:
     if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
         gpu_mib = round(sys.modules["torch"].cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps({"fps": round(fps, 1), "latency_p95_ms": round(float(np.percentile(latencies, 95)), 2),
-                      "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "peak_memory_mib": peak_rss_mib(),
                       "gpu_memory_mib": gpu_mib}))
 
 
@@ -159,6 +165,7 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
     params = np.resize(params, (max(SPEED_FRAMES, len(params)), params.shape[1]))
     driver_ms = {name: _driver_ms_per_frame(speech, fps, name) for name in drivers}
     backends = backends_for(package)
+    qualities = heldout_qualities(package, backends)
     profiles: list[Profile] = []
     steps, done = len(backends) * (1 + len(drivers)), 0
     with tempfile.TemporaryDirectory(prefix="lipstream-profiles-") as work:
@@ -167,7 +174,7 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
             done += 1
             if progress:
                 progress(done, steps)
-            psnr, ssim = quality_of(package, backend)
+            psnr, ssim = qualities.get(backend.label, (None, None))
             base = Profile(backend.renderer, DEFAULT_DRIVER, backend.device, backend.precision, backend.variant,
                            model_mib=round(backend.model_bytes / 2**20, 2), quality_psnr_db=psnr, quality_ssim=ssim,
                            note=speed.get("error", ""),
@@ -290,15 +297,22 @@ def _plots(profile_set: ProfileSet, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    synced = [p for p in profile_set.profiles if p.sync_offset_ms is not None and p.fps]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    synced = [p for p in profile_set.profiles if p.sync_offset_ms is not None and p.pipeline_fps]
+    colours = {name: f"C{i}" for i, name in enumerate(sorted({p.driver for p in synced}))}
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    labelled = set()
     for p in synced:
-        ax.scatter(p.fps, abs(p.sync_offset_ms), marker="o" if p.device == "cpu" else "s")
-        ax.annotate(f"{p.backend} {p.precision} {p.driver}", (p.fps, abs(p.sync_offset_ms)), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        ax.scatter(p.pipeline_fps, abs(p.sync_offset_ms), color=colours[p.driver],
+                   marker="o" if p.device == "cpu" else "s")
+        if (p.backend, p.precision) not in labelled:  # one label per backend, at its first point
+            labelled.add((p.backend, p.precision))
+            ax.annotate(f"{p.backend} {p.precision}", (p.pipeline_fps, abs(p.sync_offset_ms)), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    for name, colour in colours.items():
+        ax.scatter([], [], color=colour, label=f"driver {name}")
     ax.axhline(40, color="green", ls="--", lw=0.8, label="grade A (40 ms)")
     ax.axvline(25, color="grey", ls=":", lw=0.8, label="25 fps")
-    ax.set(xscale="log", xlabel="frames per second (log)", ylabel="|A/V offset| (ms)",
+    ax.set(xscale="log", xlabel="frames per second through driver and renderer (log)", ylabel="|A/V offset| (ms)",
            title="Performance vs sync (circles CPU, squares GPU)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -312,12 +326,18 @@ def _plots(profile_set: ProfileSet, out_dir: Path) -> list[Path]:
             neural[(p.variant, p.device)] = p
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     labels = [f"{v}\n{d}" for v, d in neural]
-    for ax, (attr, title) in zip(axes, (("model_mib", "model size (MiB)"), ("fps", "frames per second"),
+    for ax, (attr, title) in zip(axes, (("model_mib", "model size (MiB)"), ("fps", "frames per second (log)"),
                                         ("quality_psnr_db", "held-out PSNR (dB)"))):
-        ax.bar(range(len(neural)), [getattr(p, attr) or 0 for p in neural.values()])
+        values = [getattr(p, attr) or 0 for p in neural.values()]
+        ax.bar(range(len(neural)), values, color=["C0" if d == "cpu" else "C1" for _, d in neural])
         ax.set_xticks(range(len(neural)), labels, fontsize=7, rotation=45, ha="right")
         ax.set_title(title)
-    fig.suptitle("Quantisation impact (neural variants)")
+        if attr == "fps":
+            ax.set_yscale("log")
+        if attr == "quality_psnr_db" and any(values):  # the differences, not the distance from 0 dB
+            measured = [v for v in values if v]
+            ax.set_ylim(min(measured) - 1.0, max(measured) + 0.5)
+    fig.suptitle("Quantisation impact (neural variants; blue CPU, orange GPU)")
     fig.tight_layout()
     impact = out_dir / "quantization_impact.png"
     fig.savefig(impact, dpi=120)

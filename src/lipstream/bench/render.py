@@ -61,15 +61,15 @@ def renderer_fps(avatar: AvatarPackage, renderer: str, audio: np.ndarray, fps: f
 
 def render_in_fresh_process(avatar_dir: Path, audio_path: Path, out: Path, renderer: str) -> tuple[float, float]:
     """(peak resident memory in MiB, wall seconds) of `lipstream render` in a fresh process."""
-    code = ("import resource, sys; from lipstream.cli import main; sys.argv = sys.argv[1:];\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = ("import sys; from lipstream.cli import main; from lipstream.bench.machine import peak_rss_mib;\n"
+            "sys.argv = sys.argv[1:]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(peak_rss_mib())")
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", code, "lipstream", "render", "--avatar", str(avatar_dir), "--audio", str(audio_path),
          "-o", str(out), "--renderer", renderer], capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
-    return round(int(result.stdout.strip().splitlines()[-1]) / 1024, 1), wall
+    return float(result.stdout.strip().splitlines()[-1]), wall
 
 
 def run_render_bench(seconds: float = 60.0, fps: float = 25.0, frames: int = 250, work: Path | None = None) -> dict:

@@ -5,7 +5,8 @@ like `static`, is not a lip-sync backend) and it meets every hard constraint (sy
 size, device, quantisation). Feasible ones are ranked by
     score = sync_weight * fidelity + (1 - sync_weight) * speed (+ 0.05 for the preferred precision)
 where fidelity is the mean of a sync score (1 at 0 ms, 0 at >= 120 ms |offset|, ITU-R BT.1359's
-worst tolerance) and, where measured, the held-out quality scaled over the feasible set; speed is
+worst tolerance) and the held-out quality scaled over the feasible set (where two or more were
+measured; a profile without one counts as the worst); speed is
 log(fps through driver and renderer) scaled over the feasible set (1000 vs 100 fps matters
 less than 25 vs 2.5).
 """
@@ -110,8 +111,8 @@ def _scores(feasible: list[Profile], c: Constraints) -> list[float]:
     for p, lf in zip(feasible, log_fps):
         speed = (lf - low) / (high - low) if high > low else 1.0
         parts = [1.0 - min(abs(p.sync_offset_ms), SYNC_SCALE_MS) / SYNC_SCALE_MS]
-        if p.quality_psnr_db is not None and len(psnrs) > 1 and max(psnrs) > min(psnrs):
-            parts.append((p.quality_psnr_db - min(psnrs)) / (max(psnrs) - min(psnrs)))
+        if len(psnrs) > 1 and max(psnrs) > min(psnrs):  # unmeasured quality counts as the worst
+            parts.append((p.quality_psnr_db - min(psnrs)) / (max(psnrs) - min(psnrs)) if p.quality_psnr_db else 0.0)
         fidelity = sum(parts) / len(parts)
         bonus = PRECISION_BONUS if c.preferred_precision and p.precision == c.preferred_precision else 0.0
         scores.append(c.sync_weight * fidelity + (1 - c.sync_weight) * speed + bonus)
