@@ -20,8 +20,10 @@ VARIANTS = ONNX_VARIANTS + TORCH_VARIANTS
 
 
 def no_model_message(avatar) -> str:
-    return (f"avatar {avatar.name} has no trained neural model; run `lipstream train {avatar.path}` first "
-            "(it needs a video avatar: lipstream prepare VIDEO -o DIR)")
+    if avatar.kind != "video":
+        return (f"avatar {avatar.name} is a photo: the neural renderer is trained on a person's video "
+                "(lipstream prepare VIDEO -o DIR, then lipstream train DIR); for a photo use --renderer warp")
+    return f"avatar {avatar.name} has no trained neural model; run `lipstream train {avatar.path}` first"
 
 
 def model_entry(avatar, arch: str) -> dict:
