@@ -50,3 +50,17 @@ def espeak(text: str, path: Path) -> Path:
         pytest.fail("espeak-ng is needed for the tests: apt-get install espeak-ng")
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
     return path
+
+
+def write_mp4(path: Path, frames, fps: int = 25) -> Path:
+    """Encode RGB uint8 frames (H x W x 3, all one even size) as an H.264 mp4 without audio."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path

@@ -1,9 +1,9 @@
 """The mouth bank and the `bank` renderer, on a short talking video made from the bundled portrait."""
 
-import av
 import cv2
 import numpy as np
 import pytest
+from conftest import write_mp4
 
 from lipstream.avatar import bank
 from lipstream.avatar.package import load_package
@@ -24,17 +24,6 @@ def _track(jaw: np.ndarray, spread: np.ndarray) -> MouthTrack:
     return MouthTrack(np.stack([jaw, spread, np.zeros_like(jaw), np.clip(2 * jaw, 0, 1)], axis=-1), FPS)
 
 
-def _write_mp4(path, frames):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width = stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode(None))
-    return path
-
-
 @pytest.fixture(scope="module")
 def talking(tmp_path_factory, default_avatar):
     """A 2.4 s video avatar: the portrait warped to open and close its mouth (1.25 Hz) and spread it (0.45 Hz)."""
@@ -43,7 +32,7 @@ def talking(tmp_path_factory, default_avatar):
     rendered = WarpRenderer(default_avatar, still=True).render(track)
     frames = [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in rendered]
     folder = tmp_path_factory.mktemp("bank")
-    return load_package(prepare(_write_mp4(folder / "talking.mp4", frames), folder / "talking"))
+    return load_package(prepare(write_mp4(folder / "talking.mp4", frames, FPS), folder / "talking"))
 
 
 @pytest.fixture(scope="module")

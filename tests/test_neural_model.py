@@ -4,10 +4,10 @@ short talking video the test makes from the bundled portrait (see test_bank)."""
 import json
 import shutil
 
-import av
 import cv2
 import numpy as np
 import pytest
+from conftest import write_mp4
 
 from lipstream.avatar.package import load_package
 from lipstream.avatar.prepare import prepare
@@ -21,17 +21,6 @@ SIZE = 256
 TINY = 64
 
 
-def _write_mp4(path, frames):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width = stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode(None))
-    return path
-
-
 @pytest.fixture(scope="module")
 def talking(tmp_path_factory, default_avatar):
     """A 2 s video avatar: the portrait opening and closing its mouth (1.3 Hz), spreading it (0.5 Hz)."""
@@ -42,7 +31,7 @@ def talking(tmp_path_factory, default_avatar):
     frames = [cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
               for f in WarpRenderer(default_avatar, still=True).render(track)]
     folder = tmp_path_factory.mktemp("neural")
-    return load_package(prepare(_write_mp4(folder / "talking.mp4", frames), folder / "talking"))
+    return load_package(prepare(write_mp4(folder / "talking.mp4", frames, FPS), folder / "talking"))
 
 
 @pytest.fixture(scope="module")
@@ -205,14 +194,14 @@ def _fake_models(path, content=b"x" * 100):
     """A package copy with a hand-made models section naming one file (no torch needed)."""
     (path / "models" / "neural-lite").mkdir(parents=True)
     (path / "models" / "neural-lite" / "fp32.onnx").write_bytes(content)
-    from lipstream.neural.store import sha256
+    from lipstream.avatar.package import file_sha256
 
     manifest = json.loads((path / "manifest.json").read_text())
     file = path / "models" / "neural-lite" / "fp32.onnx"
     manifest["models"] = {"version": 1, "neural": {"lite": {
         "arch": {"name": "lite", "size": 128, "widths": [8, 16, 32, 48, 64]}, "geometry": {}, "reference": 0,
         "trained": {}, "files": {"fp32": {"path": "models/neural-lite/fp32.onnx", "bytes": len(content),
-                                          "sha256": sha256(file)}}}}}
+                                          "sha256": file_sha256(file)}}}}}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 

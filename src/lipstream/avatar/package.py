@@ -16,6 +16,7 @@ Layout (arrays are .npy, loaded with mmap_mode="r" so a long video costs no RAM 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 from dataclasses import dataclass, field
@@ -185,3 +186,12 @@ def _load_array(path: Path, name: str, manifest: dict) -> np.ndarray:
         raise BadAvatarError(f"avatar {path} is incomplete: {name}.npy is missing; prepare it again") from None
     except (ValueError, OSError) as exc:
         raise BadAvatarError(f"avatar {path} is corrupt: {name}.npy can't be read ({exc}); prepare it again") from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (package sources and model files)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ so a failure never leaves a half-written package.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ import numpy as np
 
 from lipstream import __version__
 from lipstream.avatar.media import is_image, read_image, resampled_video
-from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, is_package, release_row, write_manifest
+from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, file_sha256, is_package, release_row, write_manifest
 from lipstream.errors import BadAvatarError
 from lipstream.face.landmarks import FaceTracker, face_box
 from lipstream.face.mouth import measure_mouth
@@ -108,7 +107,7 @@ def _build(source: Path, work: Path, fps: float, name: str, progress: Progress |
         "lipstream": __version__,
         "name": name,
         "kind": kind,
-        "source": {"name": source.name, "sha256": _sha256(source)},
+        "source": {"name": source.name, "sha256": file_sha256(source)},
         "fps": float(fps),
         "width": width,
         "height": height,
@@ -172,10 +171,3 @@ def _neutral_width(landmarks: np.ndarray) -> float:
     """The mouth width (/ eye distance) of the avatar at rest: the median over its frames."""
     return float(np.median(measure_mouth(landmarks).width))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -99,14 +99,14 @@ def load_model(avatar, arch: str, variant: str, threads: int | None = None) -> N
 
 
 def _checked(avatar, arch: str, variant: str, info: dict) -> Path:
-    from lipstream.neural.store import sha256
+    from lipstream.avatar.package import file_sha256
 
     path = Path(avatar.path) / info["path"]
     retrain = f"run `lipstream train {avatar.path}` again"
     if not path.is_file():
         raise BadAvatarError(f"avatar {avatar.name}: the neural {arch} model's {variant} file {info['path']} is "
                              f"missing; {retrain}")
-    if sha256(path) != info.get("sha256"):
+    if file_sha256(path) != info.get("sha256"):
         raise BadAvatarError(f"avatar {avatar.name}: the neural {arch} model's {variant} file {info['path']} is "
                              f"corrupt (checksum mismatch); {retrain}")
     return path

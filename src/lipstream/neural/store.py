@@ -22,25 +22,16 @@ rewritten, so a failure leaves the package as it was.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from lipstream.avatar.package import MODELS_VERSION, read_manifest, write_manifest
+from lipstream.avatar.package import MODELS_VERSION, file_sha256, read_manifest, write_manifest
 
 TRAINED_KEYS = ("heldout_psnr_db", "copy_reference_psnr_db", "steps", "train_seconds", "device", "parameters",
                 "frames", "heldout_start", "torch", "imported_from")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def install(package_path: str | Path, weights: dict, arch: dict, dataset_meta: dict, trained: dict,
@@ -82,7 +73,7 @@ def install(package_path: str | Path, weights: dict, arch: dict, dataset_meta: d
             "reference": int(dataset_meta["reference"]),
             "trained": {k: trained[k] for k in TRAINED_KEYS if k in trained},
             "files": {name: {"path": f"{folder}/{file}", "bytes": (work / file).stat().st_size,
-                             "sha256": sha256(work / file)} for name, file in files.items()},
+                             "sha256": file_sha256(work / file)} for name, file in files.items()},
         }
         target = package_path / folder
         if target.exists():
