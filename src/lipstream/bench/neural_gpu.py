@@ -93,7 +93,7 @@ def _precision_quality(dataset: str, arch: str, weights: Path) -> dict:
 
 def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
     """Pack every weights.npz (full as float16, lite as float32) into files under PACK_BYTES."""
-    files, current, size, names = [], {}, 0, []
+    files, current, size = [], {}, 0
 
     def flush():
         nonlocal current, size
@@ -114,7 +114,6 @@ def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
             key = f"{arch}/{weights.parent.name}"
             current.update({f"{key}/{k}": v for k, v in state.items()})
             size += nbytes
-            names.append(key)
     flush()
     return files
 

@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,9 @@ from lipstream.avatar.resolve import bundled_asset, resolve_avatar
 from lipstream.bench.machine import machine_info, peak_rss_mib
 from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES
 from lipstream.pipeline import RenderOptions, drive, output_fps, render_file
-from lipstream.select import PRESETS, Profile, ProfileSet, choose, default_profiles_path, save_profiles
+from lipstream.neural.variants import TORCH_VARIANTS
+from lipstream.select import (PRESETS, Profile, ProfileSet, backend_label, choose, default_profiles_path,
+                              save_profiles)
 
 SPEED_FRAMES = 100  # frames timed for fps
 LATENCY_FRAMES = 40  # single frames timed for the p95 latency
@@ -40,18 +43,22 @@ ONNX_PRECISION = {"fp32": "fp32", "int8-static": "int8", "int8-dynamic": "int8"}
 
 @dataclass(frozen=True)
 class Backend:
-    """A renderer with its options; `variant` names a neural network's arch/variant."""
+    """A renderer with its options (the neural renderer's arch and variant)."""
 
     renderer: str
-    variant: str = ""
     precision: str = "fp32"
     device: str = "cpu"
     model_bytes: int = 0
     options: dict = field(default_factory=dict, hash=False)
 
     @property
+    def variant(self) -> str:
+        """'arch/variant' of a neural network, '' for other renderers."""
+        return f"{self.options['arch']}/{self.options['variant']}" if self.options else ""
+
+    @property
     def label(self) -> str:
-        return f"{self.renderer}:{self.variant}" if self.variant else self.renderer
+        return backend_label(self.renderer, self.variant)
 
 
 def backends_for(avatar: AvatarPackage) -> list[Backend]:
@@ -69,11 +76,11 @@ def backends_for(avatar: AvatarPackage) -> list[Backend]:
         files = entry["files"]
         for variant, precision in ONNX_PRECISION.items():
             if variant in files:
-                backends.append(Backend("neural", f"{arch}/{variant}", precision, "cpu", files[variant]["bytes"],
+                backends.append(Backend("neural", precision, "cpu", files[variant]["bytes"],
                                         {"arch": arch, "variant": variant}))
         if gpu and "weights" in files:
-            for variant in ("fp16", "bf16"):
-                backends.append(Backend("neural", f"{arch}/{variant}", variant, "gpu", files["weights"]["bytes"] // 2,
+            for variant in TORCH_VARIANTS:
+                backends.append(Backend("neural", variant, "gpu", files["weights"]["bytes"] // 2,
                                         {"arch": arch, "variant": variant}))
     return backends
 
@@ -110,8 +117,6 @@ def measure_speed(avatar: AvatarPackage, backend: Backend, params: np.ndarray, f
 
 def _speed_main(spec_json: str) -> None:
     """Child process of measure_speed: prints one JSON line."""
-    import time
-
     from lipstream.avatar.package import load_package
     from lipstream.motion.params import MouthTrack
     from lipstream.render.base import create_renderer
@@ -201,8 +206,6 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
 
 def _driver_ms_per_frame(speech: np.ndarray, fps: float, name: str) -> float:
     """The driver's time per video frame of the speech (ms), after a warm-up run."""
-    import time
-
     from lipstream.motion.drivers import get_driver
 
     driver = get_driver(name, fps)
@@ -228,7 +231,7 @@ def gpu_profiles(profile_set: ProfileSet, runner_results: dict) -> list[Profile]
         if p.renderer != "neural" or not p.variant.endswith("/fp32"):
             continue
         arch = p.variant.split("/")[0]
-        for precision in ("fp16", "bf16"):
+        for precision in TORCH_VARIANTS:
             measured = runner_results.get(f"{arch}/{precision}")
             if not measured:
                 continue

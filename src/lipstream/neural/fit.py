@@ -8,6 +8,7 @@ export, quantise with the avatar's own frames for calibration, and store (store.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 from collections.abc import Callable
@@ -68,7 +69,7 @@ def train_avatar(
     train_progress(arch) -> (context manager, callback(step, total, info)) shows each training.
     """
     from lipstream.neural.conditioning import Conditioner
-    from lipstream.neural.dataset import build_dataset
+    from lipstream.neural.dataset import build_dataset, read_meta
     from lipstream.neural.geometry import CropGeometry
     from lipstream.neural.store import calibration_inputs, install
 
@@ -82,12 +83,10 @@ def train_avatar(
     from lipstream.neural.model import CONFIGS
 
     sizes = sorted({CONFIGS[a].size for a in archs}, reverse=True)
-    context, callback = dataset_progress or (_Null(), None)
+    context, callback = dataset_progress or (contextlib.nullcontext(), None)
     with context:
         arrays = build_dataset(avatar, sizes=sizes, progress=callback)
     work_dir = Path(work_dir) if work_dir else Path(avatar.path) / WORK_DIR
-    from lipstream.neural.dataset import read_meta
-
     meta = read_meta(arrays)
     entries = {}
     for arch in archs:
@@ -109,7 +108,7 @@ def train_avatar(
             except ValueError:  # a checkpoint of another configuration: start afresh
                 (work_dir / arch / CHECKPOINT).unlink()
                 trainer = Trainer(arrays, config, work_dir / arch)
-            context, callback = train_progress(arch) if train_progress else (_Null(), None)
+            context, callback = train_progress(arch) if train_progress else (contextlib.nullcontext(), None)
             with context:
                 trained = trainer.train(callback)
             state = state_to_numpy(trainer.model)
@@ -131,11 +130,3 @@ def _summary_beside(files, arch: str, name: str) -> dict:
                 if summary.get("dataset") == name and summary.get("arch", {}).get("name") == arch:
                     return summary
     return {}
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -112,7 +112,8 @@ def _scores(feasible: list[Profile], c: Constraints) -> list[float]:
         speed = (lf - low) / (high - low) if high > low else 1.0
         parts = [1.0 - min(abs(p.sync_offset_ms), SYNC_SCALE_MS) / SYNC_SCALE_MS]
         if len(psnrs) > 1 and max(psnrs) > min(psnrs):  # unmeasured quality counts as the worst
-            parts.append((p.quality_psnr_db - min(psnrs)) / (max(psnrs) - min(psnrs)) if p.quality_psnr_db else 0.0)
+            parts.append((p.quality_psnr_db - min(psnrs)) / (max(psnrs) - min(psnrs))
+                         if p.quality_psnr_db is not None else 0.0)
         fidelity = sum(parts) / len(parts)
         bonus = PRECISION_BONUS if c.preferred_precision and p.precision == c.preferred_precision else 0.0
         scores.append(c.sync_weight * fidelity + (1 - c.sync_weight) * speed + bonus)

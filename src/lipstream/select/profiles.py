@@ -20,6 +20,11 @@ SCHEMA_VERSION = 1
 FILE_NAME = "profiles.json"
 
 
+def backend_label(renderer: str, variant: str = "") -> str:
+    """'renderer', or 'renderer:variant' for renderers with several models ('neural:lite/fp32')."""
+    return f"{renderer}:{variant}" if variant else renderer
+
+
 @dataclass(frozen=True)
 class Profile:
     """What one backend with one driver measured on one machine.
@@ -53,8 +58,7 @@ class Profile:
 
     @property
     def backend(self) -> str:
-        """'renderer', or 'renderer:variant' for renderers with several models."""
-        return f"{self.renderer}:{self.variant}" if self.variant else self.renderer
+        return backend_label(self.renderer, self.variant)
 
     @property
     def pipeline_fps(self) -> float | None:
