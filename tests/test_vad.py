@@ -92,14 +92,3 @@ def test_smoothing_drops_blips_bridges_short_gaps_and_pads(monkeypatch):
         (80 * CHUNK_SAMPLES - pad, 95 * CHUNK_SAMPLES + pad),
     ]
     assert chunk_ms * 4 < vad.MIN_SILENCE_MS < chunk_ms * 10
-
-
-def test_webrtc_fallback_when_silero_is_missing(monkeypatch, phrases):
-    first, _ = phrases
-    monkeypatch.setattr(vad, "_silero_model_path", lambda: None)
-    audio = np.concatenate([_silence(1.0), first, _silence(1.0)])
-    mask = speech_mask(audio, 25.0)
-    centres = (np.arange(len(mask)) + 0.5) / 25.0
-    speech_end = 1.0 + len(first) / SAMPLE_RATE
-    assert mask[(centres > 1.2) & (centres < speech_end - 0.2)].mean() > 0.8
-    assert not mask[centres < 0.7].any()

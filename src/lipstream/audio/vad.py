@@ -1,17 +1,15 @@
 """Voice activity: speech probability per 32 ms chunk, and a speech mask per video frame.
 
-The probability comes from silero-vad's ONNX model run on onnxruntime alone. The model file is
-located inside the installed `silero_vad` package without importing it (its `__init__` imports
-torch). If that file is missing, WebRTC's classic VAD (webrtcvad-wheels) stands in. The mask
+The probability comes from silero-vad 6.2.3's ONNX model (MIT, shipped in lipstream's
+assets/models, see NOTICE) run on onnxruntime alone: the silero-vad package itself pulls torch. The mask
 smooths the raw decisions the way silero's `get_speech_timestamps` does: hysteresis, short
 gaps bridged, short blips dropped, a little padding.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 
 import numpy as np
 
@@ -20,8 +18,6 @@ from lipstream.audio.features import frame_bounds
 
 CHUNK_SAMPLES = 512  # 32 ms at 16 kHz: silero's window
 _CONTEXT_SAMPLES = 64  # silero's 16 kHz model sees the last 64 samples of the previous chunk
-_WEBRTC_FRAME_SAMPLES = 160  # 10 ms
-_WEBRTC_MODE = 2
 
 SPEECH_THRESHOLD = 0.5
 HYSTERESIS = 0.15  # speech ends when the probability falls below threshold - HYSTERESIS
@@ -37,17 +33,14 @@ def speech_probability(audio: np.ndarray) -> np.ndarray:
     """Speech probability (n_chunks,) float32 in [0, 1] for float32 mono 16 kHz audio.
 
     Chunk i covers samples [512 i, 512 (i + 1)) (32 ms); n_chunks = ceil(n / 512), the last
-    chunk zero-padded. Uses silero-vad (ONNX) if installed, else webrtcvad (fraction of speech
-    10 ms frames in the chunk).
+    chunk zero-padded.
     """
     audio = np.asarray(audio, np.float32).reshape(-1)
     n_chunks = -(-len(audio) // CHUNK_SAMPLES)
     chunks = np.zeros(n_chunks * CHUNK_SAMPLES, np.float32)
     chunks[: len(audio)] = audio
     chunks = chunks.reshape(n_chunks, CHUNK_SAMPLES)
-    if _silero_model_path() is not None:
-        return _silero_probability(chunks)
-    return _webrtc_probability(chunks)
+    return _silero_probability(chunks)
 
 
 def speech_segments(
@@ -115,18 +108,6 @@ def _bridge_gaps(segments: list[tuple[int, int]], min_gap: float) -> list[tuple[
 
 
 @lru_cache(maxsize=1)
-def _silero_model_path() -> Path | None:
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "data" / "silero_vad.onnx"
-        if path.is_file():
-            return path
-    return None
-
-
-@lru_cache(maxsize=1)
 def _silero_session():
     import onnxruntime as ort
 
@@ -134,7 +115,7 @@ def _silero_session():
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(
-        str(_silero_model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        str(files("lipstream") / "assets" / "models" / "silero_vad.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
     )
 
 
@@ -151,18 +132,3 @@ def _silero_probability(chunks: np.ndarray) -> np.ndarray:
         context = x[:, -_CONTEXT_SAMPLES:]
         out[i] = prob[0, 0]
     return out
-
-
-def _webrtc_probability(chunks: np.ndarray) -> np.ndarray:
-    """Fraction of 10 ms frames webrtcvad calls speech, per 32 ms chunk."""
-    import webrtcvad
-
-    vad = webrtcvad.Vad(_WEBRTC_MODE)
-    pcm = (np.clip(chunks.reshape(-1), -1.0, 1.0) * 32767).astype("<i2")
-    n_frames = len(pcm) // _WEBRTC_FRAME_SAMPLES
-    frames = pcm[: n_frames * _WEBRTC_FRAME_SAMPLES].reshape(n_frames, _WEBRTC_FRAME_SAMPLES)
-    voiced = np.array([vad.is_speech(f.tobytes(), SAMPLE_RATE) for f in frames], np.float32)
-    centres = (np.arange(n_frames) + 0.5) * _WEBRTC_FRAME_SAMPLES // CHUNK_SAMPLES
-    total = np.bincount(centres.astype(int), weights=voiced, minlength=len(chunks))[: len(chunks)]
-    count = np.bincount(centres.astype(int), minlength=len(chunks))[: len(chunks)]
-    return (total / np.maximum(count, 1)).astype(np.float32)
