@@ -28,6 +28,17 @@ app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging, native libraries' own log lines included (or LIPSTREAM_LOG=debug).",
+    )] = False,
+) -> None:
+    if verbose:
+        os.environ["LIPSTREAM_LOG"] = "debug"  # read by the code that silences native libraries
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
 def friendly(command):
     """Print LipstreamErrors as one red line and exit with their code, never a traceback."""
 
@@ -478,7 +489,8 @@ def _summary_line(summary) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+    debug = os.environ.get("LIPSTREAM_LOG", "").lower() == "debug"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     app()
 
