@@ -1,94 +1,75 @@
-"""Face detection and dense landmarks (MediaPipe face mesh, 478 points, models in its wheel).
+"""Face tracking with dense landmarks: detection (face/detector.py) then the face mesh (face/mesh.py).
 
 Landmarks are float32 (478, 2) arrays of pixel (x, y) coordinates in the frame they were found
-in; a frame without a face gives NaN. Frames are uint8 H x W x 3 RGB.
+in, in MediaPipe's face-mesh order (468 mesh points with refined lips and eyes, then 10 iris
+points); a frame without a face gives NaN. Frames are uint8 H x W x 3 RGB. The models are
+MediaPipe's TFLite files, bundled and run on ai-edge-litert: no MediaPipe runtime is needed,
+and the landmarks match MediaPipe 0.10.21's face mesh with refine_landmarks (docs/landmarks.md).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import sys
 from collections.abc import Iterable
 
 import numpy as np
 
-from lipstream.errors import NotSupportedError
+from lipstream.face.detector import FaceDetector
+from lipstream.face.mesh import N_LANDMARKS, FaceMesh, Roi, roi_from_detection, roi_from_landmarks
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging, before it is imported
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Names the landmark source; caches of landmarks computed by another source must not be reused.
+LANDMARK_MODEL = "mediapipe-0.10.21-attention-face-mesh-litert"
 
-N_LANDMARKS = 478
-log = logging.getLogger(__name__)
-
-
-def _face_mesh_module():
-    try:
-        from mediapipe.python.solutions import face_mesh
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise NotSupportedError(
-            "MediaPipe 0.10.21 is needed for face landmarks: pip install --no-deps mediapipe==0.10.21 "
-            "(newer releases ship no face model)"
-        ) from exc
-    return face_mesh
+__all__ = ["LANDMARK_MODEL", "N_LANDMARKS", "FaceTracker", "face_box", "track_faces"]
 
 
 class FaceTracker:
     """Finds the largest face in each frame and returns its 478 landmarks.
 
-    `video=True` tracks from frame to frame (fast, for consecutive frames of one clip);
-    `video=False` detects afresh in every image.
+    As MediaPipe's face_landmark_front graph tracks: with `video=True` (consecutive frames of one
+    clip) the mesh's region comes from the previous frame's landmarks, and the detector runs
+    again only when the mesh's face score falls below min_confidence; with `video=False` every
+    image is detected afresh. Of up to max_faces detections, the one with the largest box is
+    measured; `faces_in_last_frame` counts the faces seen in the last frame.
     """
 
     def __init__(self, video: bool = True, max_faces: int = 3, min_confidence: float = 0.5):
-        with _native_stderr_silenced():
-            self._mesh = _face_mesh_module().FaceMesh(
-                static_image_mode=not video,
-                max_num_faces=max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=min_confidence,
-                min_tracking_confidence=min_confidence,
-            )
+        self.video = video
+        self.max_faces = max_faces
+        self.min_confidence = min_confidence
+        self._detector = FaceDetector(min_score=min_confidence)
+        self._mesh = FaceMesh()
+        self._tracked: Roi | None = None
         self.faces_in_last_frame = 0
-        self._started = False
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """Landmarks (478, 2) of the largest face in an RGB uint8 frame, NaN if none."""
-        h, w = rgb.shape[:2]
-        with _native_stderr_silenced() if not self._started else contextlib.nullcontext():
-            result = self._mesh.process(np.ascontiguousarray(rgb))
-        self._started = True
-        faces = result.multi_face_landmarks or []
-        self.faces_in_last_frame = len(faces)
-        if not faces:
-            return np.full((N_LANDMARKS, 2), np.nan, np.float32)
-        meshes = [np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32) for f in faces]
-        return max(meshes, key=_face_area)
+        """Landmarks (478, 2) float32 pixels of the largest face in an RGB uint8 frame, NaN if none."""
+        rgb = np.ascontiguousarray(rgb)
+        if self._tracked is not None:
+            landmarks, score = self._mesh(rgb, self._tracked)
+            if score >= self.min_confidence:
+                return self._found(landmarks, faces=1)
+        detections = sorted(self._detector(rgb)[: self.max_faces], key=lambda d: d.area, reverse=True)
+        for detection in detections:
+            landmarks, score = self._mesh(rgb, roi_from_detection(detection))
+            if score >= self.min_confidence:
+                return self._found(landmarks, faces=len(detections))
+        self._tracked = None
+        self.faces_in_last_frame = 0
+        return np.full((N_LANDMARKS, 2), np.nan, np.float32)
+
+    def _found(self, landmarks: np.ndarray, faces: int) -> np.ndarray:
+        self.faces_in_last_frame = faces
+        self._tracked = roi_from_landmarks(landmarks) if self.video else None
+        return landmarks
 
     def close(self) -> None:
-        self._mesh.close()
+        self._tracked = None
 
     def __enter__(self) -> "FaceTracker":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hide what MediaPipe's C++ code prints to stderr while its graph starts (absl warnings
-    about TFLite delegates and feedback tensors that GLOG_minloglevel does not reach)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def track_faces(frames: Iterable[np.ndarray]) -> np.ndarray:
@@ -103,8 +84,3 @@ def face_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
     x0, y0 = np.nanmin(landmarks, axis=0)
     x1, y1 = np.nanmax(landmarks, axis=0)
     return float(x0), float(y0), float(x1), float(y1)
-
-
-def _face_area(landmarks: np.ndarray) -> float:
-    x0, y0, x1, y1 = face_box(landmarks)
-    return (x1 - x0) * (y1 - y0)
