@@ -11,7 +11,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from lipstream.bench.landmarks import compare
+from lipstream.cli import app
+from lipstream.errors import NotSupportedError
 from lipstream.face.detector import LEFT_EYE, RIGHT_EYE, FaceDetector, ssd_anchors, weighted_nms
 from lipstream.face.landmarks import N_LANDMARKS, FaceTracker, track_faces
 from lipstream.face.mediapipe_ops import landmarks_to_transform_matrix, transform_landmarks, transform_tensor_bilinear
@@ -222,3 +226,27 @@ def test_native_log_lines_are_hidden_unless_debug(tmp_path):
                            capture_output=True, text=True, check=True)
     assert quiet.stderr == ""
     assert "XNNPACK" in debug.stderr
+
+
+def test_landmark_bench_says_when_mediapipe_is_missing(tmp_path, monkeypatch):
+    for name in [m for m in sys.modules if m == "mediapipe" or m.startswith("mediapipe.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import mediapipe -> ImportError
+    out = tmp_path / "landmarks.json"
+    result = CliRunner().invoke(app, ["bench", "landmarks", "--media", str(tmp_path), "-o", str(out)])
+    assert result.exit_code == NotSupportedError.exit_code
+    assert "MediaPipe 0.10.21" in result.output and "not installed" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_bench_compare_measures_aperture_agreement(landmarks):
+    rng = np.random.default_rng(3)
+    track = np.repeat(landmarks[None], 20, axis=0)
+    track[:, list(INNER_LOWER), 1] += rng.uniform(0, 6, (20, 1))  # the lower lip moves
+    moved = track + rng.normal(0, 0.05, track.shape).astype(np.float32)
+    moved[4] = np.nan  # one frame without a face
+    same = compare(track, track)
+    assert same["aperture_r"] == pytest.approx(1.0) and same["max_point_distance_px"] == 0
+    result = compare(moved, track)
+    assert result["found_lipstream"] == 19 and result["frames_compared"] == 19
+    assert 0.95 < result["aperture_r"] < 1.0 and 0 < result["median_point_distance_px"] < 0.1

@@ -435,6 +435,23 @@ def bench_drivers(
     console.print(f"[green]wrote[/] {out}")
 
 
+@bench_app.command("landmarks")
+@friendly
+def bench_landmarks(
+    media: Annotated[Path, typer.Option(help="A folder of real talking-face clips (*.mp4).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/landmarks.json"),
+) -> None:
+    """Landmark parity: the bundled litert face mesh against MediaPipe 0.10.21 (needs MediaPipe installed)."""
+    from lipstream.bench.drivers import write_results
+    from lipstream.bench.landmarks import run_landmark_bench
+
+    with console.status(f"comparing face landmarks on {media}"):
+        result = run_landmark_bench(media)
+    write_results(result, out)
+    console.print_json(data=result["summary"])
+    console.print(f"[green]wrote[/] {out}")
+
+
 @bench_app.command("sync")
 @friendly
 def bench_sync(
