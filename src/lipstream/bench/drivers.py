@@ -1,6 +1,6 @@
 """Driver accuracy: how well each driver's mouth opening follows a real mouth, from the audio alone.
 
-For every video in a folder: the measured inner-lip aperture per frame (MediaPipe landmarks,
+For every video in a folder: the measured inner-lip aperture per frame (face-mesh landmarks,
 `measure_mouth(...).aperture`) against each driver's `MouthTrack.effective_aperture()` from the
 clip's own audio, and against a loudness-only baseline (per-frame RMS). Pearson r is taken over
 the frames with speech (`speech_mask`, dilated by 2 frames), at lag 0 and at the best lag within
@@ -26,6 +26,7 @@ from lipstream.audio.vad import speech_mask
 from lipstream.bench.machine import machine_info
 from lipstream.errors import NotSupportedError
 from lipstream.face import measure_mouth, track_faces
+from lipstream.face.landmarks import LANDMARK_MODEL
 from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES, get_driver
 
 BASELINE_NAME = "loudness"
@@ -91,7 +92,7 @@ def run_driver_accuracy(
         "benchmark": "driver-accuracy",
         "media_dir": str(media_dir),
         "fps": fps,
-        "measure": "inner-lip aperture / outer-eye distance (MediaPipe face mesh), Pearson r",
+        "measure": f"inner-lip aperture / outer-eye distance ({LANDMARK_MODEL}), Pearson r",
         "frames_used": f"speech_mask dilated by {SPEECH_DILATE_FRAMES} frames, face found",
         "max_lag_ms": MAX_LAG_MS,
         "lag_convention": LAG_CONVENTION,
@@ -148,9 +149,10 @@ def _predict(name: str, audio: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _cached_landmarks(path: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Frame times (N,) in s and landmarks (N, 478, 2) of a video, computed once per file version."""
+    """Frame times (N,) in s and landmarks (N, 478, 2) of a video, computed once per file version
+    and landmark model."""
     stat = path.stat()
-    cached = cache_dir / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.npz"
+    cached = cache_dir / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}-{LANDMARK_MODEL}.npz"
     if cached.is_file():
         with np.load(cached) as data:
             return data["times"], data["landmarks"]
