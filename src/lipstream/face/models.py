@@ -21,6 +21,7 @@ from lipstream.errors import NotSupportedError
 
 DETECTOR_MODEL = "face_detection_short_range.tflite"
 MESH_MODEL = "face_landmark_with_attention.tflite"
+LITERT_MISSING = "ai-edge-litert is needed for face landmarks: pip install ai-edge-litert"
 
 
 def model_path(name: str) -> Path:
@@ -36,7 +37,7 @@ class TfliteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise NotSupportedError("ai-edge-litert is needed for face landmarks: pip install ai-edge-litert") from exc
+            raise NotSupportedError(LITERT_MISSING) from exc
         source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model_path(model))}
         with native_stderr_silenced():
             self._interpreter = Interpreter(**source, num_threads=num_threads)

@@ -20,7 +20,8 @@ import flatbuffers
 import numpy as np
 from flatbuffers import flexbuffers
 
-from lipstream.face.models import TfliteModel, model_path
+from lipstream.errors import NotSupportedError
+from lipstream.face.models import LITERT_MISSING, TfliteModel, model_path
 
 CustomOp = Callable[[list[np.ndarray], dict], np.ndarray]
 
@@ -37,17 +38,21 @@ class CustomCall:
 
 @dataclass(frozen=True)
 class SplitGraph:
-    """A model cut at its custom ops: pieces (TFLite model bytes) and the custom calls that follow
-    each piece (run in order: piece 0, calls 0, piece 1, calls 1, ...)."""
+    """A model cut at its custom ops: pieces (TFLite model bytes, None where two custom ops or the
+    graph's start leave no ordinary op between) and the custom calls that follow each piece (run
+    in order: piece 0, calls 0, piece 1, calls 1, ...)."""
 
-    pieces: tuple[bytes, ...]
+    pieces: tuple[bytes | None, ...]
     calls: tuple[tuple[CustomCall, ...], ...]
 
 
 @functools.cache
 def split_graph(name: str) -> SplitGraph:
     """Cut a bundled model at its custom ops (once per process: it takes about 0.2 s)."""
-    from ai_edge_litert import schema_py_generated as schema
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise NotSupportedError(LITERT_MISSING) from exc
 
     data = model_path(name).read_bytes()
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
@@ -55,7 +60,6 @@ def split_graph(name: str) -> SplitGraph:
     codes = model.operatorCodes
     ops = graph.operators
     is_custom = [codes[op.opcodeIndex].customCode is not None for op in ops]
-    tensor = lambda i: graph.tensors[i].name.decode()  # noqa: E731
     producer = {int(o): k for k, op in enumerate(ops) for o in op.outputs}
     last_use = {int(o): len(ops) for o in graph.outputs}
     for k, op in enumerate(ops):
@@ -67,16 +71,20 @@ def split_graph(name: str) -> SplitGraph:
         start = k
         while k < len(ops) and not is_custom[k]:
             k += 1
-        pieces.append(_piece(model, graph, start, k, producer, last_use))
+        pieces.append(_piece(model, graph, start, k, producer, last_use) if k > start else None)
         group = []
         while k < len(ops) and is_custom[k]:
             op = ops[k]
             options = flexbuffers.Loads(bytes(op.customOptions)) if op.customOptions is not None else {}
             group.append(CustomCall(codes[op.opcodeIndex].customCode.decode(),
-                                    tuple(tensor(int(i)) for i in op.inputs), tensor(int(op.outputs[0])), options))
+                                    tuple(_name(graph, i) for i in op.inputs), _name(graph, op.outputs[0]), options))
             k += 1
         calls.append(tuple(group))
     return SplitGraph(tuple(pieces), tuple(calls))
+
+
+def _name(graph, index) -> str:
+    return graph.tensors[int(index)].name.decode()
 
 
 def _piece(model, graph, start: int, end: int, producer: dict[int, int], last_use: dict[int, int]) -> bytes:
@@ -120,7 +128,7 @@ class SplitModel:
         if missing:
             raise ValueError(f"{name} needs custom ops with no implementation here: {sorted(missing)}")
         self._ops = ops
-        self._pieces = [TfliteModel(piece) for piece in self.graph.pieces]
+        self._pieces = [TfliteModel(piece) if piece else None for piece in self.graph.pieces]
 
     @property
     def custom_calls(self) -> list[CustomCall]:
@@ -129,7 +137,8 @@ class SplitModel:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = dict(inputs)
         for piece, group in zip(self._pieces, self.graph.calls):
-            values.update(piece.run({name: values[name] for name in piece.inputs}))
+            if piece is not None:
+                values.update(piece.run({name: values[name] for name in piece.inputs}))
             for call in group:
                 values[call.output] = self._ops[call.name]([values[i] for i in call.inputs], call.options)
         return values
