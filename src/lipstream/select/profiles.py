@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from lipstream.errors import LipstreamError
+from lipstream.errors import LipstreamError, MissingProfilesError
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,10 @@ def save_profiles(profile_set: ProfileSet, path: Path) -> Path:
 
 
 def load_profiles(path: Path | None = None) -> ProfileSet:
-    """Read profiles.json; LipstreamError with the fix if it is missing or not ours."""
+    """Read profiles.json; MissingProfilesError with the fix if it is missing or not ours."""
     path = Path(path) if path else default_profiles_path()
     if not path.is_file():
-        raise LipstreamError(f"no measured profiles at {path}: run `lipstream bench` on this machine first")
+        raise MissingProfilesError(f"no measured profiles at {path}: run `lipstream bench` on this machine first")
     try:
         data = json.loads(path.read_text())
         if data.get("schema_version") != SCHEMA_VERSION:
@@ -128,5 +128,5 @@ def load_profiles(path: Path | None = None) -> ProfileSet:
         known = {f.name for f in fields(Profile)}
         profiles = [Profile(**{k: v for k, v in row.items() if k in known}) for row in data["profiles"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise LipstreamError(f"{path} is not a lipstream profiles file ({exc}); run `lipstream bench` again") from None
+        raise MissingProfilesError(f"{path} is not a lipstream profiles file ({exc}); run `lipstream bench` again") from None
     return ProfileSet(profiles, data.get("machine", {}), data.get("avatar", ""))

@@ -45,7 +45,7 @@ from lipstream.server.state import (
     ServerState,
 )
 from lipstream.stream.pool import WorkerPool
-from lipstream.stream.presets import PRESETS
+from lipstream.session.presets import PRESETS
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from lipstream.server import protocol as p
 from lipstream.server.state import ServerState
 from lipstream.stream.audio_in import MAX_CHUNK_S, AudioFormat
 from lipstream.stream.events import AudioOut, Dropped, Event, Failure, FrameOut, Status
-from lipstream.stream.presets import get_preset
+from lipstream.session.presets import get_preset
 from lipstream.stream.stats import SessionStats
 
 log = logging.getLogger(__name__)

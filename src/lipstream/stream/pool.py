@@ -28,7 +28,7 @@ from pathlib import Path
 from lipstream.audio.clock import SAMPLE_RATE
 from lipstream.avatar.package import AvatarPackage
 from lipstream.avatar.resolve import resolve_avatar
-from lipstream.errors import BadAudioError, LipstreamError
+from lipstream.errors import BadAudioError, InternalError, LipstreamError, error_class
 from lipstream.stream.audio_in import AudioFormat
 from lipstream.stream.events import Event, Failure, Status
 
@@ -109,11 +109,11 @@ class _Worker:
 
     def wait_ready(self) -> None:
         if not self.conn.poll(WORKER_START_TIMEOUT_S):
-            raise RuntimeError(f"worker {self.index} did not start in {WORKER_START_TIMEOUT_S:g} s")
+            raise InternalError(f"worker {self.index} did not start in {WORKER_START_TIMEOUT_S:g} s")
         try:
             self.conn.recv()
         except EOFError:
-            raise RuntimeError(f"worker {self.index} exited while starting (code {self.process.exitcode}); "
+            raise InternalError(f"worker {self.index} exited while starting (code {self.process.exitcode}); "
                                "a script that starts the server needs an `if __name__ == '__main__':` guard") from None
         threading.Thread(target=self._send_loop, daemon=True, name=f"lipstream-send-{self.index}").start()
         threading.Thread(target=self._read_loop, daemon=True, name=f"lipstream-read-{self.index}").start()
@@ -208,7 +208,7 @@ class WorkerPool:
         can't start (unknown avatar, bad size, ...)."""
         alive = [w for w in self.workers if w.alive]
         if not alive:
-            raise LipstreamError("no worker process is running; restart the server")
+            raise InternalError("no worker process is running; restart the server")
         worker = min(alive, key=lambda w: len(w.sessions) + len(w.pending_opens))
         future = self.loop.create_future()
         worker.pending_opens[session_id] = future
@@ -241,12 +241,7 @@ class WorkerPool:
 
 
 def _as_error(failure: Failure) -> LipstreamError:
-    import lipstream.errors as errors
-
-    cls = getattr(errors, failure.kind, None)
-    if isinstance(cls, type) and issubclass(cls, LipstreamError):
-        return cls(failure.message)
-    return LipstreamError(failure.message)
+    return error_class(failure.kind)(failure.message)
 
 
 # -- the worker process ----------------------------------------------------------------------
