@@ -29,8 +29,9 @@ from lipstream.audio.io import load_audio
 from lipstream.avatar.package import AvatarPackage
 from lipstream.avatar.resolve import bundled_asset, resolve_avatar
 from lipstream.bench.machine import machine_info, peak_rss_mib
-from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES
-from lipstream.pipeline import RenderOptions, drive, output_fps, render_file
+from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES, get_driver
+from lipstream.offline import RenderOptions, render_file
+from lipstream.session.size import output_fps
 from lipstream.neural.variants import TORCH_VARIANTS
 from lipstream.select import (PRESETS, Profile, ProfileSet, backend_label, choose, default_profiles_path,
                               save_profiles)
@@ -151,7 +152,7 @@ def measure_sync(avatar: AvatarPackage, backend: Backend, audio: np.ndarray, dri
     out = work / f"{backend.label.replace('/', '-').replace(':', '-')}-{driver}.mp4"
     options = RenderOptions(driver=driver, renderer=backend.renderer, renderer_options=backend.options)
     try:
-        render_file(avatar, audio, out, options)
+        render_file(avatar, audio, out, options, sample_rate=SAMPLE_RATE)
         metrics = evaluate_video_sync(out)
     except LipstreamError as exc:
         return {"error": str(exc)}
@@ -166,7 +167,7 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
     package = resolve_avatar(avatar)
     speech = load_audio(audio or bundled_asset("speech.wav"))
     fps = output_fps(package, None)
-    params = drive(speech, fps, DEFAULT_DRIVER).values
+    params = get_driver(DEFAULT_DRIVER, fps).drive(speech).values
     params = np.resize(params, (max(SPEED_FRAMES, len(params)), params.shape[1]))
     driver_ms = {name: _driver_ms_per_frame(speech, fps, name) for name in drivers}
     backends = backends_for(package)
@@ -206,8 +207,6 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
 
 def _driver_ms_per_frame(speech: np.ndarray, fps: float, name: str) -> float:
     """The driver's time per video frame of the speech (ms), after a warm-up run."""
-    from lipstream.motion.drivers import get_driver
-
     driver = get_driver(name, fps)
     driver.drive(speech[:SAMPLE_RATE])
     start = time.perf_counter()

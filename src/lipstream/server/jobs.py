@@ -169,7 +169,7 @@ def _prepare_job(args: dict, progress) -> dict:
 
 def _render_job(args: dict, progress) -> dict:
     from lipstream.avatar.resolve import resolve_avatar
-    from lipstream.pipeline import RenderOptions, render_file
+    from lipstream.offline import RenderOptions, render_file
 
     avatar = resolve_avatar(args["avatar"], avatars_dir=args["avatars_dir"])
     options = RenderOptions(renderer=args["renderer"], driver=args["driver"])

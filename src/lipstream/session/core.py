@@ -62,7 +62,8 @@ class Session:
     and `auto` offline). lookahead: seconds of audio after a frame's span to wait for before
     making it (None = the driver's own plus the preset's guard). preset: a name or a `Preset`
     (live timing: block, deadline, ...). idle_frames: make idle frames between turns (default:
-    live only). drop_late: drop frames past their deadline (a server with a frame budget);
+    live only). deadlines: give live frames deadlines (default: live; off for a consumer that reads at
+    its own pace, such as the Python API's stream). drop_late: drop frames past their deadline (a server with a frame budget);
     otherwise a late frame repeats the last image (counted as "repeated"), so its audio still goes out. skip_silent: make
     no frame for closed-mouth rows (clients that asked for no idle frames). refuse_silence: a
     turn with no speech at all raises BadAudioError (offline renders). even_size: round the size
@@ -74,8 +75,8 @@ class Session:
                  renderer: str | None = None, lookahead: float | None = None, clock: Clock | None = None,
                  preset: str | Preset | None = None, live: bool = True, idle_frames: bool | None = None,
                  still: bool = False, renderer_options: dict | None = None, profiles: list[Profile] | None = None,
-                 drop_late: bool = False, skip_silent: bool = False, refuse_silence: bool = False,
-                 even_size: bool = False):
+                 deadlines: bool | None = None, drop_late: bool = False, skip_silent: bool = False,
+                 refuse_silence: bool = False, even_size: bool = False):
         self.clock = clock or RealClock()
         self.live = live
         self.preset = preset if isinstance(preset, Preset) else get_preset(preset or DEFAULT_PRESET)
@@ -98,6 +99,7 @@ class Session:
         if live:
             self.chain.renderer.render_frame(0, np.zeros(4, np.float32))  # first-call costs now, not on frame 0
         self.idle_frames = live if idle_frames is None else idle_frames
+        self.deadlines = live if deadlines is None else deadlines
         self.drop_late, self.skip_silent, self.refuse_silence = drop_late, skip_silent, refuse_silence
         self.turns = 0
         self._lock = threading.RLock()
@@ -398,7 +400,7 @@ class Session:
             k = first + i
             ready = self._arrivals.time_of(self.driver.needed_sample(k))
             ready = self._flush_s if ready is None else ready
-            deadline = max(ready, self._due_s(k)) + self.preset.deadline_ms / 1000
+            deadline = max(ready, self._due_s(k)) + self.preset.deadline_ms / 1000 if self.deadlines else float("inf")
             if self.clock.now() > deadline:
                 late += 1
                 self.chain.record(True)
