@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 import os
 import socket
 import subprocess
@@ -189,12 +190,15 @@ def test_binary_framing_h264_any_rate_and_clean_end(server, voice):
     ended = [m for m in messages if isinstance(m, dict) and m.get("event") == "ended"][0]
     headers = [p.FRAME_OUT.unpack_from(f) for f in frames]
     speech = [h for h in headers if not h[2] & p.FLAG_IDLE]
-    received = sum(len(m) - p.AUDIO_OUT.size for m in echoed) // 2
-    assert abs(received - len(stereo48) * SAMPLE_RATE / 48000) <= 1  # the server's clock, echoed back
+    # the echo is the audio as sent (48 kHz stereo, as PCM16), stamped on the server's clock
+    assert {struct.unpack_from("<BBHIQ", m)[2:4] for m in echoed} == {(2, 48000)}
+    back = np.frombuffer(b"".join(m[p.AUDIO_OUT.size :] for m in echoed), "<i2").reshape(-1, 2)
+    assert len(back) == len(stereo48) and np.abs(back / 32767 - stereo48).max() < 1e-4
+    expected = FrameClock(25, 48000).frame_count(len(stereo48))
     indices = [h[5] for h in speech]
     dropped = ended["stats"]["framesDropped"]  # on a busy machine a few may miss their deadline
-    assert indices == sorted(set(indices)) and len(indices) + dropped == FrameClock(25).frame_count(received)
-    assert dropped <= 5 and indices[-1] == FrameClock(25).frame_count(received) - 1
+    assert indices == sorted(set(indices)) and len(indices) + dropped == expected
+    assert dropped <= 5 and indices[-1] == expected - 1
     assert all(h[6] == FrameClock(25).frame_start(h[5]) for h in speech)  # pts from samples only
     codec = av.CodecContext.create("h264", "r")
     decoded = [f for m in frames for f in codec.decode(av.Packet(m[p.FRAME_OUT.size :]))] + codec.decode(None)

@@ -49,7 +49,7 @@ from lipstream.session.presets import DEFAULT_PRESET, Preset, get_preset
 from lipstream.session.render_chain import RenderChain
 from lipstream.session.size import fit, output_fps, output_size
 
-# A live turn ends by itself when no audio has come for the last chunk's duration plus this.
+# A live turn ends by itself when no audio has been pushed for the last chunk's duration plus this.
 END_OF_TURN_GRACE_S = 0.25
 CLOSED_MOUTH_EPS = 1e-3
 
@@ -110,7 +110,7 @@ class Session:
         self._arrivals = ArrivalLog()
         self._out: deque = deque()  # Frame | Notice | _Block, in order
         self._turn: _Turn | None = None
-        self._last_arrival_s = self._last_chunk_s = 0.0
+        self._last_push_s = self._last_chunk_s = 0.0
         self._idle_since_s = self.clock.now()
         self._idle_made = 0  # idle frames due since _idle_since_s that were made or skipped
         self._idle_total = 0  # idle frames ever made: they advance the avatar's idle motion
@@ -162,7 +162,9 @@ class Session:
             turn.append(samples)
             self.driver.append(self._resampler.push(samples, sample_rate))
             self._arrivals.add(self.driver.received, now)
-            self._last_arrival_s, self._last_chunk_s = now, len(samples) / sample_rate
+            # a quiet turn ends counting from when the session got the chunk, not when it arrived
+            # upstream: a session that fell behind must not end a turn whose audio is still queued
+            self._last_push_s, self._last_chunk_s = max(now, self.clock.now()), len(samples) / sample_rate
             self._notify()
             return pts
 
@@ -230,7 +232,7 @@ class Session:
             if self._closed or self._ended:
                 return None
             if self._turn is not None:
-                return self._last_arrival_s + self._last_chunk_s + END_OF_TURN_GRACE_S if self.live else None
+                return self._last_push_s + self._last_chunk_s + END_OF_TURN_GRACE_S if self.live else None
             if self.idle_frames:
                 return self._idle_since_s + (self._idle_made + 1) / self.fps
             return None
