@@ -68,6 +68,8 @@ ERROR_CODES_BY_KIND = {
     "BadAvatarError": FACE_MODEL_NOT_FOUND,
     "NotSupportedError": UNSUPPORTED,
     "RenderFailedError": VIDEO_GENERATION_FAILED,
+    "MissingProfilesError": UNSUPPORTED,
+    "InternalError": INTERNAL,
 }
 
 
