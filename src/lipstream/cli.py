@@ -406,8 +406,12 @@ def bench_profiles(
         help="A profiles.json measured on another machine to add to the results.")] = None,
     gpu_results: Annotated[Optional[Path], typer.Option(
         help="Results of `python -m lipstream.bench.neural_runner run` on a GPU machine: adds fp16/bf16 rows.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for profiles.json, report.md and plots.")] = Path(
-        "bench/results/profiles"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=(
+        "Folder for profiles.json, report.md and plots (default: bench/results/profiles, and the profiles are "
+        "installed as this machine's)."), show_default=False)] = None,
+    install: Annotated[Optional[bool], typer.Option("--install/--no-install", help=(
+        "Also make these the profiles `select` and `serve --renderer auto` use on this machine (default: only "
+        "without --out)."), show_default=False)] = None,
 ) -> None:
     """Every renderer x driver x precision x device available: fps, p95 latency, memory, model size,
     held-out quality, sync offset and grade; the selector's pick per preset."""
@@ -416,8 +420,10 @@ def bench_profiles(
     import json
 
     from lipstream.bench.profiles import gpu_profiles, merge_profiles, run_profiles, write_report
-    from lipstream.select import ProfileSet, load_profiles
+    from lipstream.select import ProfileSet, default_profiles_path, load_profiles
 
+    install = out is None if install is None else install
+    out = out or Path("bench/results/profiles")
     bar, callback = progress_bar("profiling backends")
     with bar:
         profile_set = run_profiles(avatar, audio, progress=callback)
@@ -426,8 +432,15 @@ def bench_profiles(
     if gpu_results:
         rows = gpu_profiles(profile_set, json.loads(gpu_results.read_text()))
         profile_set = merge_profiles(profile_set, ProfileSet(rows, {}))
-    for path in write_report(profile_set, out):
+    installed = default_profiles_path()
+    replacing = install and installed.exists()
+    for path in write_report(profile_set, out, install=install):
         console.print(f"[green]wrote[/] {path}")
+    if install:
+        console.print(f"installed as this machine's profiles: {installed}" + (" (replacing the earlier ones)"
+                                                                              if replacing else ""))
+    else:
+        console.print(f"this machine's profiles ({installed}) were left as they were; --install makes these them")
     console.print((out / "report.md").read_text(), highlight=False, soft_wrap=True)
 
 

@@ -37,6 +37,9 @@ class Profile:
     model_mib: size of the model file (0 for renderers without one).
     quality_psnr_db / quality_ssim: lower face against the real held-out frames of a video avatar.
     sync_offset_ms: `lipstream eval` offset of a rendered clip (SyncNet sign); sync_grade its grade.
+    measured_on: the machine the figures come from when not the set's own (merged or GPU rows).
+    Every figure is measured on the row's device and machine, or None: never borrowed from
+    another row; `select` ranks only on what is there.
     """
 
     renderer: str
@@ -54,6 +57,7 @@ class Profile:
     quality_ssim: float | None = None
     sync_offset_ms: float | None = None
     sync_grade: str | None = None
+    measured_on: str = ""
     note: str = ""
 
     @property
