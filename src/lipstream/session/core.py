@@ -406,9 +406,9 @@ class Session:
             if self.clock.now() > deadline:
                 late += 1
                 self.chain.record(True)
-                if self.drop_late or self._last_image is None:
+                if self.drop_late:
                     continue
-                image = self._last_image
+                image = self._last_image if self._last_image is not None else self._render(k + self._idle_total, row)
             elif self.skip_silent and np.all(np.abs(row) < CLOSED_MOUTH_EPS):
                 silent += 1
                 continue
