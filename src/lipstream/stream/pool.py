@@ -20,7 +20,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from lipstream.audio.clock import SAMPLE_RATE
 from lipstream.avatar.package import AvatarPackage
 from lipstream.avatar.resolve import resolve_avatar
 from lipstream.errors import BadAudioError, InternalError, LipstreamError, error_class
+from lipstream.session.clock import RealClock
 from lipstream.stream.audio_in import AudioFormat
 from lipstream.stream.events import Event, Failure, Status
 
@@ -290,13 +290,14 @@ class _Host:
         self.conn = conn
         self.avatars_dir = avatars_dir
         self.pipeline_cls = pipeline_cls
+        self.clock = RealClock()  # the sessions' clock: their timers are read from it
         self.sessions: dict = {}
         self._avatars: dict[str, tuple[float, AvatarPackage]] = {}
 
     def run(self) -> None:
         while True:
             wakeups = [w for s in self.sessions.values() if (w := s.next_wakeup()) is not None]
-            timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
+            timeout = max(0.0, min(wakeups) - self.clock.now()) if wakeups else None
             if self.conn.poll(timeout):
                 try:
                     batch = [self.conn.recv()]
@@ -348,7 +349,7 @@ class _Host:
 
     def _open(self, session_id: str, config) -> None:
         try:
-            pipeline = self.pipeline_cls(config, self._avatar(config.avatar))
+            pipeline = self.pipeline_cls(config, self._avatar(config.avatar), clock=self.clock)
         except LipstreamError as exc:
             self.conn.send(("opened", session_id, Failure.from_exception(exc, True)))
             return
