@@ -314,6 +314,9 @@ def test_http_api_upload_render_metrics(server, voice, portrait_path, tmp_path):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate), w.writeframes(samples.tobytes())
     render = api.post("/api/render", files={"audio": ("v.wav", wav.read_bytes())},
                       data={"avatar": "default", "renderer": "static", "driver": "energy"}).json()
+    no_video = api.get(f"/api/jobs/{job['id']}/result")  # a prepare job has no video to download
+    assert no_video.status_code == 409 and "no video" in no_video.json()["detail"]
+    assert api.get("/api/jobs/0123456789abcdef").status_code == 404
     for j in (job, render):
         while j["state"] in ("queued", "running"):
             time.sleep(0.5)
