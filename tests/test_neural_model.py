@@ -118,7 +118,7 @@ def test_training_resumes_from_its_checkpoint(dataset, tmp_path):
     resumed = Trainer(dataset, config, tmp_path)
     assert resumed.step == 3
     assert resumed.train()["steps"] == 6 and (tmp_path / "weights.npz").exists()
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(NotSupportedError, match="another configuration"):
         Trainer(dataset, TrainConfig(arch="tiny", steps=9, batch=2, device="cpu"), tmp_path)
 
 
