@@ -305,11 +305,11 @@ class Session:
 
     def _poll(self, limit: int | None) -> list[Frame | Notice]:
         if not self._closed:
+            self._tick()  # first: time spent rendering below must not end a turn whose audio is coming
             if self.live and self._turn is not None:
                 rows = self.driver.ready()
                 if len(rows):
                     self._make(self.driver.next_frame - len(rows), rows)
-            self._tick()
         out: list[Frame | Notice] = []
         frames = 0
         while self._out and (limit is None or frames < limit):

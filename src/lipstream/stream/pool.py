@@ -307,6 +307,8 @@ class _Host:
                     return
                 if not self._handle_batch(batch):
                     return
+            if self.conn.poll(0):  # commands came in while this batch was served: take them before the
+                continue           # timers, so a busy worker never ends a turn whose audio is queued
             for session_id in list(self.sessions):
                 self._send_events(session_id, self._call(session_id, "tick"))
 
