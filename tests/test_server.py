@@ -112,12 +112,16 @@ async def collect(ws, until=lambda m: False) -> list:
     return out
 
 
-async def send_real_time(ws, chunks, chunk_s: float, make) -> None:
-    """Send chunks paced from a start time (chunk n at t0 + n * chunk_s), as a live source would."""
-    t0 = time.monotonic()
+async def send_real_time(ws, chunks, chunk_s: float, make) -> float:
+    """Send chunks paced from a start time (chunk n at t0 + n * chunk_s), as a live source would;
+    returns the longest gap between two sends (s): a loaded test machine may stall the sender."""
+    t0 = last = time.monotonic()
+    longest = 0.0
     for n, chunk in enumerate(chunks):
         await asyncio.sleep(max(0.0, t0 + n * chunk_s - time.monotonic()))
         await ws.send(make(n, chunk))
+        longest, last = max(longest, time.monotonic() - last), time.monotonic()
+    return longest
 
 
 def test_seed_002_client_streaming_real_time(server, voice):
@@ -133,25 +137,37 @@ def test_seed_002_client_streaming_real_time(server, voice):
                            "sequenceNumber": n, "sampleRate": rate, "channels": 1, "format": "pcm"},
             "faceModelId": "default", "modelPreference": "tpsm"})
 
+    audio_ms = len(samples) / rate * 1000
+
+    def last_turn_ended(m):
+        return isinstance(m, dict) and m.get("event") == "turn_ended" and m["audioMs"] >= audio_ms - 1
+
     async def session():
         async with websockets.connect(server.ws, additional_headers=AUTH) as ws:
-            await send_real_time(ws, chunks, 0.02, lipsync_audio)
+            stall = await send_real_time(ws, chunks, 0.02, lipsync_audio)
             # no flush, no end: the turn ends by itself when the audio stops coming
-            return await collect(ws, lambda m: isinstance(m, dict) and m.get("event") == "turn_ended")
+            return stall, await collect(ws, last_turn_ended)
 
-    messages = run(session())
+    stall, messages = run(session())
     errors = [m for m in messages if m["type"] == "error"]
     assert not errors
     video = [m for m in messages if m["type"] == "response_video"]
     speech = [m for m in video if not m["idle"]]
-    n_frames = FrameClock(25).frame_count(round(len(samples) * SAMPLE_RATE / rate))
+    ended = [m for m in messages if m.get("event") == "turn_ended"]
+    # one turn, unless the sender itself stalled past the end-of-turn grace (a loaded test machine);
+    # then the next turn starts on the next frame boundary
+    assert len(ended) == 1 or stall > 0.25, (stall, ended)
+    n_frames = FrameClock(25).frame_count(round(ended[-1]["audioMs"] * SAMPLE_RATE / 1000))
+    if len(ended) == 1:
+        assert n_frames == FrameClock(25).frame_count(round(len(samples) * SAMPLE_RATE / rate))
     indices = [m["frameIndex"] for m in speech]
     # every frame is on the clock; on a busy machine a few may have been dropped as late, not sent late
     assert indices == sorted(set(indices)) and indices[-1] == n_frames - 1, indices
     assert len(indices) >= 0.9 * n_frames, f"{n_frames - len(indices)} of {n_frames} frames dropped"
     assert all(m["audioTimestamp"] == 40 * m["frameIndex"] and m["pts"] == 640 * m["frameIndex"] for m in speech)
     assert [m["sequenceNumber"] for m in video] == list(range(len(video)))
-    assert all(m["sessionId"] == "session-123" and m["turnId"] == "turn-001" and m["format"] == "jpeg" for m in speech)
+    turns = [f"turn-{n:03d}" for n in range(1, len(ended) + 1)]
+    assert all(m["sessionId"] == "session-123" and m["turnId"] in turns and m["format"] == "jpeg" for m in speech)
     image = cv2.imdecode(np.frombuffer(base64.b64decode(speech[10]["frameData"]), np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (512, 512, 3) and image.std() > 10
     notice = [m for m in messages if m.get("event") == "notice"]
