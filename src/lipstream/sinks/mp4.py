@@ -34,7 +34,7 @@ AUDIO_CODECS = ("aac", "pcm", "flac", "copy")
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PCM_CONTAINERS = ("mov", "matroska")
 # Per channel: 192 kbit/s keeps a speech waveform's correlation with its source above 0.999
-# (0.9999 at 48 kHz stereo, tests/test_output_audio.py; 128 kbit/s gave 0.9987); AAC allows at
+# (0.9998 for speech at 48 kHz stereo, tests/test_output_audio.py; 128 kbit/s gave 0.9987); AAC allows at
 # most 6144 bits per 1024-sample frame and channel (6 bits per sample).
 AAC_BITRATE_PER_CHANNEL = 192_000
 AAC_MAX_BITS_PER_SAMPLE = 6
