@@ -62,12 +62,14 @@ class Session:
     and `auto` offline). lookahead: seconds of audio after a frame's span to wait for before
     making it (None = the driver's own plus the preset's guard). preset: a name or a `Preset`
     (live timing: block, deadline, ...). idle_frames: make idle frames between turns (default:
-    live only). deadlines: give live frames deadlines (default: live; off for a consumer that reads at
-    its own pace, such as the Python API's stream). drop_late: drop frames past their deadline (a server with a frame budget);
-    otherwise a late frame repeats the last image (counted as "repeated"), so its audio still goes out. skip_silent: make
-    no frame for closed-mouth rows (clients that asked for no idle frames). refuse_silence: a
-    turn with no speech at all raises BadAudioError (offline renders). even_size: round the size
-    to even numbers (H.264). Thread-safe: push from one thread while iterating in another.
+    live only). deadlines: give live frames deadlines (default: live; off for a consumer that
+    reads at its own pace, such as the Python API's stream). drop_late: drop frames past their
+    deadline (a server with a frame budget); otherwise a late frame repeats the last image
+    (counted as "repeated"), so its audio still goes out. skip_silent: make no frame for
+    closed-mouth rows (clients that asked for no idle frames). refuse_silence: a turn with no
+    speech at all raises BadAudioError (offline renders). even_size: round the size to even
+    numbers (H.264). profiles: measured profiles for renderer "auto" (default: this machine's,
+    live). Thread-safe: push from one thread while iterating in another.
     """
 
     def __init__(self, avatar: AvatarPackage, *, fps: float | None = None,
