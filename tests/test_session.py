@@ -92,6 +92,21 @@ def test_flush_makes_the_partial_last_frame_and_the_next_turn_starts_on_a_bounda
     assert np.array_equal(np.concatenate([f.audio for f in first + second])[:, 0], pcm16(speech[:2000]))
 
 
+def test_a_pause_ends_a_turn_softly_and_the_clock_goes_on_without_a_gap(default_avatar, speech):
+    clock = ManualClock()
+    session = live(default_avatar, clock, idle_frames=False)
+    session.push_audio(pcm16(speech[:1000]), SAMPLE_RATE)  # 1.5625 frames, then the source stalls
+    clock.advance(1000 / SAMPLE_RATE + 0.25 + 0.01)
+    first = session.poll()
+    assert notices(first, "turn_ended") and [len(f.audio) for f in frames(first)] == [640, 360]
+    assert session.push_audio(pcm16(speech[1000:2000]), SAMPLE_RATE) == 1000  # no gap on the clock
+    session.flush()
+    second = frames(session.poll())
+    assert [f.index for f in second] == [2, 3] and second[0].pts == 1280
+    assert [len(f.audio) for f in second] == [280 + 640, 80]  # frame 2 also carries frame 1's late part
+    assert np.array_equal(np.concatenate([f.audio for f in frames(first) + second])[:, 0], pcm16(speech[:2000]))
+
+
 def test_idle_frames_are_paced_by_the_clock_and_stop_for_audio(default_avatar, speech):
     clock = ManualClock()
     session = live(default_avatar, clock)

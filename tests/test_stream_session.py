@@ -135,12 +135,12 @@ def test_idle_frames_between_turns_at_the_frame_rate(default_avatar, speech):
             now.t += 0.01
             made += frames(pipeline.tick())
     assert 24 <= len(made) <= 26
-    # 8000 samples end inside frame 12: the turn's clock is padded to frame 13's start
-    assert all(f.idle and f.pts == 13 * 640 and f.span == 0 for f in made)
+    # the turn ended by a pause: the clock stays where the audio stopped, inside frame 12
+    assert all(f.idle and f.pts == 8000 and f.span == 0 for f in made)
     now.t += 1.0  # a busy second: only the latest due idle frame is made, not a backlog
     assert len(frames(pipeline.tick())) == 1
     again = pipeline.audio(pcm16(speech[8000:24000]), AudioFormat(), now.now())
-    assert [e.detail["audioMs"] for e in again if isinstance(e, Status)] == [520.0]
+    assert [e.detail["audioMs"] for e in again if isinstance(e, Status)] == [500.0]
 
 
 def test_no_idle_frames_when_turned_off(default_avatar):

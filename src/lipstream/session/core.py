@@ -13,8 +13,12 @@ deadlines, fallback and resizing.
 One clock: frame k shows audio ticks [k*16000/fps, (k+1)*16000/fps) of the session's audio, and
 carries the exact samples of the pushed audio in that span, at the pushed rate and layout. The
 analysis (driver) runs on a 16 kHz mono copy. A turn is the audio between its first push and its
-`flush` (or, live, a pause in the pushes); a turn always starts on a frame boundary, so its last
-frame may hold less than a frame's worth of audio and no audio is ever dropped or duplicated.
+`flush` (end of a reply); its last frame may hold less than a frame's worth of audio, and the
+next turn starts on the next frame boundary. Live, a pause in the pushes also ends a turn (its
+frames are made, idle frames follow), but softly: if audio in the same format comes back, the
+clock goes on where it stopped, with no gap, and the first frame after the pause also carries
+the rest of the paused frame's span, so a jittery source never shifts video against audio. No
+audio is ever dropped, duplicated or moved.
 
 Live (`live=True`): a frame is made once its audio and the driver's look-ahead are in (or at the
 preset's block cadence), with a deadline; between turns, idle frames come at the frame rate,
@@ -89,8 +93,12 @@ class Session:
         self.driver_name = driver or (p.driver if live else DEFAULT_DRIVER)
         if lookahead is not None and not 0 <= lookahead <= 5:
             raise NotSupportedError(f"lookahead {lookahead:g} s is out of range; give 0 to 5 s")
+        self.deadlines = live if deadlines is None else deadlines
+        # the CPU cap reads the clock: only a session with deadlines trades how often the driver
+        # runs for time; one read at its own pace gives the same frames on a busy machine
         timing = (dict(block_s=p.block_ms / 1000, context_s=p.context_ms / 1000, guard_s=p.guard_ms / 1000,
-                       max_cpu_share=p.driver_cpu_share) if live else dict(block_s=0.0, guard_s=0.0))
+                       max_cpu_share=p.driver_cpu_share if self.deadlines else None)
+                  if live else dict(block_s=0.0, guard_s=0.0))
         self.driver = StreamingDriver(get_driver(self.driver_name, self.fps), self.fps, lookahead_s=lookahead,
                                       now=self.clock.now, **timing)
         if profiles is None:
@@ -101,7 +109,6 @@ class Session:
         if live:
             self.chain.renderer.render_frame(0, np.zeros(4, np.float32))  # first-call costs now, not on frame 0
         self.idle_frames = live if idle_frames is None else idle_frames
-        self.deadlines = live if deadlines is None else deadlines
         self.drop_late, self.skip_silent, self.refuse_silence = drop_late, skip_silent, refuse_silence
         self.turns = 0
         self._lock = threading.RLock()
@@ -112,6 +119,8 @@ class Session:
         self._arrivals = ArrivalLog()
         self._out: deque = deque()  # Frame | Notice | _Block, in order
         self._turn: _Turn | None = None
+        self._paused: _Turn | None = None  # a turn ended by a pause, resumed by more audio in its format
+        self._due_anchor = (0.0, 0)  # (arrival time, clock tick) frames' due times are counted from
         self._last_push_s = self._last_chunk_s = 0.0
         self._idle_since_s = self.clock.now()
         self._idle_made = 0  # idle frames due since _idle_since_s that were made or skipped
@@ -160,6 +169,7 @@ class Session:
                 return turn.pts_of(turn.received) if turn else self.driver.received
             if turn is None:
                 turn = self._start_turn(samples, sample_rate, now)
+
             pts = turn.pts_of(turn.received)
             turn.append(samples)
             self.driver.append(self._resampler.push(samples, sample_rate))
@@ -183,6 +193,7 @@ class Session:
         with self._lock:
             self._check_open()
             self._out.clear()
+            self._paused = None
             if self._turn is not None:
                 self._turn = None
                 self._resampler.flush()
@@ -350,32 +361,41 @@ class Session:
         if wake is None or now < wake:
             return
         if self._turn is not None:
-            self._end_turn()
+            self._end_turn(pause=True)
             return
         due = int((now - self._idle_since_s) * self.fps)  # idle frames due by now; make the latest
         self._idle_made = due
         self._out.append(self._idle_frame(self._idle_since_s + due / self.fps))
 
     def _start_turn(self, samples: np.ndarray, sample_rate: int, now: float) -> _Turn:
-        first = self.driver.next_frame
-        self.driver.pad_to(self.frame_clock.frame_start(first))  # a turn starts on a frame boundary
+        paused, self._paused = self._paused, None
+        if paused is not None and paused.takes(samples, sample_rate):
+            self._turn = paused  # after a pause: the clock goes on where it stopped
+        else:
+            first = self.driver.next_frame
+            self.driver.pad_to(self.frame_clock.frame_start(first))  # a new turn starts on a frame boundary
+            self._turn = _Turn(first, self.driver.received, sample_rate, samples.shape[1], samples.dtype,
+                               FrameClock(self.fps, sample_rate))
         self.turns += 1
-        self._turn = _Turn(first, self.driver.received, sample_rate, samples.shape[1], samples.dtype,
-                           FrameClock(self.fps, sample_rate), now)
+        self._due_anchor = (now, self._turn.pts_of(self._turn.received))
         self._empty_audio = (sample_rate, samples[:0])
         self._out.append(Notice("turn_started", {"turn": self.turns, "audioMs": _ms(self.driver.received)}))
         return self._turn
 
-    def _end_turn(self) -> None:
-        """Frames for all of the turn's audio (the last may hold less than a frame's worth); then idle."""
+    def _end_turn(self, pause: bool = False) -> None:
+        """Frames for all of the turn's audio (the last may hold less than a frame's worth); then
+        idle. A pause keeps the clock where the audio stopped, so the turn can go on (see the
+        module docstring); otherwise the analysis audio is padded to the last frame's end."""
         turn = self._turn
         if turn is None:
+            self._paused = None
             return
         now = self.clock.now()
         end = self.frame_clock.frame_start(turn.first_frame + turn.clock.frame_count(turn.received))
         tail = self._resampler.flush()
         self.driver.append(tail[: max(0, end - self.driver.received)])
-        self.driver.pad_to(end)  # analysis audio ends on the turn's last frame boundary
+        if not pause:
+            self.driver.pad_to(end)  # analysis audio ends on the turn's last frame boundary
         rows = self.driver.flush()
         if self.refuse_silence and not (np.abs(rows) >= CLOSED_MOUTH_EPS).any():
             raise BadAudioError("the audio is silent (no speech found); give audio with someone speaking in it")
@@ -384,6 +404,7 @@ class Session:
         self._flush_s = None
         self._arrivals.clear()
         self._turn = None
+        self._paused = turn if pause else None
         self._go_idle(now)
         self._out.append(Notice("turn_ended", {"turn": self.turns, "audioMs": _ms(self.driver.received)}))
 
@@ -445,9 +466,8 @@ class Session:
 
     def _due_s(self, k: int) -> float:
         """When frame k is due to play if the turn's audio plays in real time from its arrival."""
-        turn = self._turn
-        return turn.anchor_s + (self.frame_clock.frame_start(k + 1) - turn.start_tick
-                                + self.driver.lookahead) / SAMPLE_RATE
+        arrived, tick = self._due_anchor
+        return arrived + (self.frame_clock.frame_start(k + 1) - tick + self.driver.lookahead) / SAMPLE_RATE
 
     def _changes(self) -> list[Notice]:
         new = self.chain.changes[self._changes_seen :]
@@ -465,7 +485,6 @@ class _Turn:
     channels: int
     dtype: np.dtype
     clock: FrameClock  # frame spans in this turn's own samples
-    anchor_s: float  # when its first chunk arrived
     received: int = 0
     buffer: np.ndarray | None = None
     buffer_start: int = 0
@@ -484,14 +503,14 @@ class _Turn:
         self.received += len(samples)
 
     def take(self, k: int) -> np.ndarray:
-        """The samples (n, channels) of the turn's k-th frame (fewer at the end), forgetting earlier ones."""
+        """The samples (n, channels) of the turn's k-th frame (fewer at the end), forgetting earlier
+        ones; after a pause, also what came for the paused frame's span after it was made."""
         if self._parts:
             parts = ([self.buffer] if self.buffer is not None and len(self.buffer) else []) + self._parts
             self.buffer = parts[0] if len(parts) == 1 else np.concatenate(parts)
             self._parts = []
-        start, end = self.clock.frame_span(k)
-        end = min(end, self.received)
-        out = self.buffer[start - self.buffer_start : max(start, end) - self.buffer_start]
+        end = min(self.clock.frame_span(k)[1], self.received)
+        out = self.buffer[: max(0, end - self.buffer_start)]
         if end > self.buffer_start:
             self.buffer = self.buffer[end - self.buffer_start :]
             self.buffer_start = end

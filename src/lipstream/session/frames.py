@@ -22,7 +22,8 @@ class Frame:
 
     image: (H, W, 3) uint8 RGB. audio: (n, channels) the exact slice of the pushed audio this
     frame shows, in the pushed sample type (int16 or float32) at `sample_rate`; the last frame of
-    a turn may hold less than a frame's worth, idle frames hold none. pts: the first audio tick
+    a turn may hold less than a frame's worth, the first frame after a pause that ended a turn
+    also the rest of the paused frame's span; idle frames hold none. pts: the first audio tick
     the frame shows, in `time_base` units (1/16000 s); span: ticks it shows (0 when idle).
     index: frame k of the session (frame k shows ticks [k*16000/fps, (k+1)*16000/fps)).
     idle: made between turns, belongs to no audio. renderer: the renderer that drew it.
