@@ -1,3 +1,4 @@
+import io
 from fractions import Fraction
 
 import av
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from lipstream.audio import SAMPLE_RATE, FrameClock, load_audio
-from lipstream.audio.io import MAX_DURATION_S
+from lipstream.audio.io import MAX_DURATION_S, read_audio
 from lipstream.errors import BadAudioError
 
 
@@ -76,12 +77,31 @@ def test_audio_track_of_a_video(tmp_path):
     assert np.abs(samples).max() > 0.3
 
 
-def test_arrays_and_bytes(tmp_path):
+def test_arrays_bytes_and_file_objects(tmp_path):
     stereo_int16 = (_tone(8000, 0.5, 2).T * 32767).astype(np.int16)
     samples = load_audio(stereo_int16, sample_rate=8000)
     assert len(samples) == 8000 and samples.dtype == np.float32
     wav = _encode(tmp_path / "b.wav", "pcm_s16le", 16000)
-    assert np.allclose(load_audio(wav.read_bytes()), load_audio(wav), atol=1e-6)
+    # an encoded file is a path or a file object; bytes are raw PCM16 and need their rate
+    assert np.allclose(load_audio(io.BytesIO(wav.read_bytes())), load_audio(wav), atol=1e-6)
+    mono = np.round(load_audio(wav) * 32767).astype("<i2")
+    assert np.allclose(load_audio(mono.tobytes(), sample_rate=16000), mono / 32768.0, atol=1e-6)
+    with pytest.raises(BadAudioError, match="sample_rate"):
+        load_audio(wav.read_bytes())
+    with pytest.raises(BadAudioError, match="whole number"):
+        read_audio(b"\x00\x01\x02", sample_rate=16000)
+
+
+def test_read_audio_keeps_rate_channels_and_16_bit_samples(tmp_path):
+    from scipy.io import wavfile
+
+    rng = np.random.default_rng(3)
+    pcm = rng.integers(-20000, 20000, (4410, 2)).astype(np.int16)
+    wavfile.write(tmp_path / "s.wav", 44100, pcm)
+    samples, rate = read_audio(tmp_path / "s.wav")
+    assert rate == 44100 and samples.dtype == np.int16 and np.array_equal(samples, pcm)
+    flac, rate = read_audio(_encode(tmp_path / "t.flac", "flac", 22050, channels=2))
+    assert rate == 22050 and flac.shape[1] == 2
 
 
 def test_bad_audio_is_explained(tmp_path):
@@ -96,7 +116,7 @@ def test_bad_audio_is_explained(tmp_path):
     with pytest.raises(BadAudioError, match="sample_rate"):
         load_audio(np.zeros(100, np.float32))
     with pytest.raises(BadAudioError, match="limit"):
-        load_audio(np.zeros(MAX_DURATION_S * 1000 + 1000, np.float32), sample_rate=1000)
+        load_audio(np.zeros(MAX_DURATION_S * 8000 + 8000, np.int16), sample_rate=8000)
 
 
 def test_clock_covers_every_sample_once():

@@ -9,7 +9,7 @@ from lipstream.audio import SAMPLE_RATE, FrameClock, load_audio
 from lipstream.audio.features import frame_features
 from lipstream.avatar.resolve import resolve_avatar
 from lipstream.face import measure_mouth, track_faces
-from lipstream.pipeline import RenderOptions, render_file
+from lipstream.offline import RenderOptions, render_file
 
 from conftest import espeak
 
@@ -35,7 +35,7 @@ def speech_with_pauses(tmp_path_factory):
 def rendered(tmp_path_factory, speech_with_pauses):
     audio, _ = speech_with_pauses
     out = tmp_path_factory.mktemp("render") / "out.mp4"
-    summary = render_file(resolve_avatar("default"), audio, out, RenderOptions(fps=FPS))
+    summary = render_file(resolve_avatar("default"), audio, out, RenderOptions(fps=FPS), sample_rate=SAMPLE_RATE)
     with av.open(str(out)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     return out, summary, frames
@@ -79,7 +79,9 @@ def test_still_photo_changes_only_the_lower_face(speech_with_pauses):
         outside = np.ones(photo.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
         changed_inside = 0
-        for frame in avatar.render(audio[: 2 * SAMPLE_RATE]):
+        frames, info = avatar.render(audio[: 2 * SAMPLE_RATE], sample_rate=SAMPLE_RATE)
+        assert (info.renderer, info.frames, info.duration_s) == ("warp", 50, 2.0)
+        for frame in frames:
             assert frame.image.shape == photo.shape and frame.image.dtype == np.uint8
             assert np.array_equal(frame.image[outside], photo[outside])
             changed_inside += int(np.any(frame.image != photo))
@@ -89,13 +91,15 @@ def test_still_photo_changes_only_the_lower_face(speech_with_pauses):
 def test_live_chunks_give_the_same_frames_as_a_file(speech_with_pauses):
     audio, _ = speech_with_pauses
     clip = audio[: 3 * SAMPLE_RATE]
-    with lipstream.open("default", still=True) as avatar:
-        whole = list(avatar.render(clip))
-        chunks = [clip[i : i + 320] for i in range(0, len(clip), 320)]  # 20 ms chunks
-        live = list(avatar.render(iter(chunks)))
+    with lipstream.open("default", still=True, driver="viseme") as avatar:
+        whole = list(avatar.render(clip, sample_rate=SAMPLE_RATE)[0])
+        pcm = (clip * 32767).astype("<i2").tobytes()
+        chunks = [pcm[i : i + 640] for i in range(0, len(pcm), 640)]  # 20 ms chunks of raw PCM16 bytes
+        live = list(avatar.render(iter(chunks), sample_rate=SAMPLE_RATE)[0])
     assert [f.index for f in live] == list(range(len(whole)))
     assert [f.pts for f in live] == [f.pts for f in whole]
-    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(live, whole))
+    assert np.array_equal(np.concatenate([f.audio for f in live])[:, 0], (clip * 32767).astype(np.int16))
+    assert all(len(a.audio) == len(b.audio) for a, b in zip(live, whole))
     aperture_whole = measure_mouth(track_faces([f.image for f in whole])).aperture
     aperture_live = measure_mouth(track_faces([f.image for f in live])).aperture
     assert np.corrcoef(aperture_whole, aperture_live)[0, 1] > 0.8

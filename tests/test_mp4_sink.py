@@ -4,8 +4,8 @@ import av
 import numpy as np
 import pytest
 
-from lipstream.audio import SAMPLE_RATE, load_audio
-from lipstream.errors import RenderFailedError
+from lipstream.audio import SAMPLE_RATE, FrameClock, load_audio
+from lipstream.errors import NotSupportedError, RenderFailedError
 from lipstream.sinks.mp4 import Mp4Writer, fps_fraction
 
 
@@ -18,9 +18,11 @@ def test_frame_k_is_shown_with_its_audio(tmp_path, fps):
     start = int(round(k / fps * SAMPLE_RATE))
     audio[start : start + 400] = 0.5
     out = tmp_path / "t.mp4"
-    with Mp4Writer(out, fps, (32, 32), audio) as writer:
+    clock = FrameClock(fps)
+    with Mp4Writer(out, fps, (32, 32), SAMPLE_RATE) as writer:
         for i in range(n_frames):
-            writer.write(np.full((32, 32, 3), 255 if i == k else 0, np.uint8))
+            start, end = clock.frame_span(i)
+            writer.write(np.full((32, 32, 3), 255 if i == k else 0, np.uint8), audio[start:end, None])
     with av.open(str(out)) as c:
         shown = [float(f.pts * f.time_base) for f in c.decode(video=0) if f.to_ndarray(format="rgb24").mean() > 128]
     beep = np.flatnonzero(np.abs(load_audio(out)) > 0.25)[0] / SAMPLE_RATE
@@ -31,17 +33,22 @@ def test_frame_k_is_shown_with_its_audio(tmp_path, fps):
 def test_failed_render_leaves_nothing(tmp_path):
     out = tmp_path / "o.mp4"
     with pytest.raises(RuntimeError):
-        with Mp4Writer(out, 25, (32, 32), np.zeros(16000, np.float32)) as writer:
-            writer.write(np.zeros((32, 32, 3), np.uint8))
+        with Mp4Writer(out, 25, (32, 32), SAMPLE_RATE) as writer:
+            writer.write(np.zeros((32, 32, 3), np.uint8), np.zeros((640, 1), np.float32))
             raise RuntimeError("renderer crashed")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_targets(tmp_path):
     with pytest.raises(RenderFailedError, match="does not exist"):
-        Mp4Writer(tmp_path / "no" / "o.mp4", 25, (32, 32), None)
+        Mp4Writer(tmp_path / "no" / "o.mp4", 25, (32, 32))
     with pytest.raises(RenderFailedError, match="directory"):
-        Mp4Writer(tmp_path, 25, (32, 32), None)
+        Mp4Writer(tmp_path, 25, (32, 32))
+    with pytest.raises(NotSupportedError, match=".mov or .mkv"):
+        Mp4Writer(tmp_path / "o.mp4", 25, (32, 32), 48000, 2, audio_codec="pcm")
+    with pytest.raises(NotSupportedError, match="ending in"):
+        Mp4Writer(tmp_path / "o.avi", 25, (32, 32))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fps_fractions():

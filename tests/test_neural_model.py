@@ -118,7 +118,7 @@ def test_training_resumes_from_its_checkpoint(dataset, tmp_path):
     resumed = Trainer(dataset, config, tmp_path)
     assert resumed.step == 3
     assert resumed.train()["steps"] == 6 and (tmp_path / "weights.npz").exists()
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(NotSupportedError, match="another configuration"):
         Trainer(dataset, TrainConfig(arch="tiny", steps=9, batch=2, device="cpu"), tmp_path)
 
 
@@ -253,3 +253,25 @@ def test_cli_train_refuses_a_photo_with_the_fix(default_avatar, portrait_path):
         result = runner.invoke(app, ["train", str(target)])
         assert result.exit_code == 4
         assert "video" in result.output or "prepare" in result.output
+
+
+def test_cli_train_end_to_end_on_cpu(talking, tmp_path):
+    """`lipstream train` on a 2 s video avatar, a few steps of the lite network on the CPU: the
+    package then holds the network and its INT8 variants, and the neural renderer draws with it."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from lipstream.cli import app
+
+    target = tmp_path / "talking"
+    shutil.copytree(talking.path, target)
+    result = CliRunner().invoke(app, ["train", str(target), "--arch", "lite", "--steps", "3", "--batch", "2",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "trained lite" in result.output
+    package = load_package(target)
+    entry = package.models["neural"]["lite"]
+    assert {"fp32", "int8-static", "int8-dynamic"} <= set(entry["files"])
+    assert entry["trained"]["steps"] == 3
+    frame = create_renderer("neural", package, arch="lite", variant="fp32").render_frame(0, np.zeros(4, np.float32))
+    assert frame.shape == (SIZE, SIZE, 3) and frame.dtype == np.uint8

@@ -145,7 +145,7 @@ def test_binary_frame_and_audio_headers():
     kind, fmt, flags, _, seq, index, pts, span = p.FRAME_OUT.unpack_from(out)
     assert (kind, fmt, flags, seq, index, pts, span) == (2, 2, 3, 5, 90000, 57_600_000, 640)
     assert out[p.FRAME_OUT.size :] == b"img"
-    echo = p.audio_binary(AudioOut(pts=320, pcm16=b"\x01\x00"))
+    echo = p.audio_binary(AudioOut(pts=320, pcm16=b"\x01\x00", sample_rate=16000, channels=1))
     assert struct.unpack_from("<BBHIQ", echo) == (3, 1, 1, 16000, 320) and echo[16:] == b"\x01\x00"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lipstream.select import Profile, ProfileSet, save_profiles
-from lipstream.stream.render_chain import MAX_MISSES, RenderChain, auto_steps
-from lipstream.stream.session import SessionConfig, SessionPipeline
+from lipstream.session.render_chain import MAX_MISSES, RenderChain, auto_steps
+from lipstream.session import Session
 
 
 def profiles(warp_fps=200.0, warp_sync=-10.0):
@@ -35,8 +35,8 @@ def test_a_session_with_machine_profiles_reports_the_choice_and_falls_back_when_
         default_avatar, tmp_path, monkeypatch):
     monkeypatch.setenv("LIPSTREAM_PROFILES", str(tmp_path / "profiles.json"))
     save_profiles(ProfileSet(profiles(), {"cpu": "test"}), tmp_path / "profiles.json")
-    pipeline = SessionPipeline(SessionConfig(preset="ultra_low", width=128), default_avatar)
-    assert pipeline.chain.name == "warp" and pipeline.chain.reason
+    session = Session(default_avatar, preset="ultra_low", size=(128, None))
+    assert session.chain.name == "warp" and session.chain.reason
     for _ in range(MAX_MISSES):
-        pipeline.chain.record(True)
-    assert pipeline.chain.name == "static" and pipeline.chain.changes[-1].reason == "deadline"
+        session.chain.record(True)
+    assert session.chain.name == "static" and session.chain.changes[-1].reason == "deadline"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 import os
 import socket
 import subprocess
@@ -111,12 +112,16 @@ async def collect(ws, until=lambda m: False) -> list:
     return out
 
 
-async def send_real_time(ws, chunks, chunk_s: float, make) -> None:
-    """Send chunks paced from a start time (chunk n at t0 + n * chunk_s), as a live source would."""
-    t0 = time.monotonic()
+async def send_real_time(ws, chunks, chunk_s: float, make) -> float:
+    """Send chunks paced from a start time (chunk n at t0 + n * chunk_s), as a live source would;
+    returns the longest gap between two sends (s): a loaded test machine may stall the sender."""
+    t0 = last = time.monotonic()
+    longest = 0.0
     for n, chunk in enumerate(chunks):
         await asyncio.sleep(max(0.0, t0 + n * chunk_s - time.monotonic()))
         await ws.send(make(n, chunk))
+        longest, last = max(longest, time.monotonic() - last), time.monotonic()
+    return longest
 
 
 def test_seed_002_client_streaming_real_time(server, voice):
@@ -132,25 +137,37 @@ def test_seed_002_client_streaming_real_time(server, voice):
                            "sequenceNumber": n, "sampleRate": rate, "channels": 1, "format": "pcm"},
             "faceModelId": "default", "modelPreference": "tpsm"})
 
+    audio_ms = len(samples) / rate * 1000
+
+    def last_turn_ended(m):
+        return isinstance(m, dict) and m.get("event") == "turn_ended" and m["audioMs"] >= audio_ms - 1
+
     async def session():
         async with websockets.connect(server.ws, additional_headers=AUTH) as ws:
-            await send_real_time(ws, chunks, 0.02, lipsync_audio)
+            stall = await send_real_time(ws, chunks, 0.02, lipsync_audio)
             # no flush, no end: the turn ends by itself when the audio stops coming
-            return await collect(ws, lambda m: isinstance(m, dict) and m.get("event") == "turn_ended")
+            return stall, await collect(ws, last_turn_ended)
 
-    messages = run(session())
+    stall, messages = run(session())
     errors = [m for m in messages if m["type"] == "error"]
     assert not errors
     video = [m for m in messages if m["type"] == "response_video"]
     speech = [m for m in video if not m["idle"]]
-    n_frames = FrameClock(25).frame_count(round(len(samples) * SAMPLE_RATE / rate))
+    ended = [m for m in messages if m.get("event") == "turn_ended"]
+    # one turn, unless the sender itself stalled past the end-of-turn grace (a loaded test machine);
+    # then the next turn starts on the next frame boundary
+    assert len(ended) == 1 or stall > 0.25, (stall, ended)
+    n_frames = FrameClock(25).frame_count(round(ended[-1]["audioMs"] * SAMPLE_RATE / 1000))
+    if len(ended) == 1:
+        assert n_frames == FrameClock(25).frame_count(round(len(samples) * SAMPLE_RATE / rate))
     indices = [m["frameIndex"] for m in speech]
     # every frame is on the clock; on a busy machine a few may have been dropped as late, not sent late
     assert indices == sorted(set(indices)) and indices[-1] == n_frames - 1, indices
     assert len(indices) >= 0.9 * n_frames, f"{n_frames - len(indices)} of {n_frames} frames dropped"
     assert all(m["audioTimestamp"] == 40 * m["frameIndex"] and m["pts"] == 640 * m["frameIndex"] for m in speech)
     assert [m["sequenceNumber"] for m in video] == list(range(len(video)))
-    assert all(m["sessionId"] == "session-123" and m["turnId"] == "turn-001" and m["format"] == "jpeg" for m in speech)
+    turns = [f"turn-{n:03d}" for n in range(1, len(ended) + 1)]
+    assert all(m["sessionId"] == "session-123" and m["turnId"] in turns and m["format"] == "jpeg" for m in speech)
     image = cv2.imdecode(np.frombuffer(base64.b64decode(speech[10]["frameData"]), np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (512, 512, 3) and image.std() > 10
     notice = [m for m in messages if m.get("event") == "notice"]
@@ -189,12 +206,15 @@ def test_binary_framing_h264_any_rate_and_clean_end(server, voice):
     ended = [m for m in messages if isinstance(m, dict) and m.get("event") == "ended"][0]
     headers = [p.FRAME_OUT.unpack_from(f) for f in frames]
     speech = [h for h in headers if not h[2] & p.FLAG_IDLE]
-    received = sum(len(m) - p.AUDIO_OUT.size for m in echoed) // 2
-    assert abs(received - len(stereo48) * SAMPLE_RATE / 48000) <= 1  # the server's clock, echoed back
+    # the echo is the audio as sent (48 kHz stereo, as PCM16), stamped on the server's clock
+    assert {struct.unpack_from("<BBHIQ", m)[2:4] for m in echoed} == {(2, 48000)}
+    back = np.frombuffer(b"".join(m[p.AUDIO_OUT.size :] for m in echoed), "<i2").reshape(-1, 2)
+    assert len(back) == len(stereo48) and np.abs(back / 32767 - stereo48).max() < 1e-4
+    expected = FrameClock(25, 48000).frame_count(len(stereo48))
     indices = [h[5] for h in speech]
     dropped = ended["stats"]["framesDropped"]  # on a busy machine a few may miss their deadline
-    assert indices == sorted(set(indices)) and len(indices) + dropped == FrameClock(25).frame_count(received)
-    assert dropped <= 5 and indices[-1] == FrameClock(25).frame_count(received) - 1
+    assert indices == sorted(set(indices)) and len(indices) + dropped == expected
+    assert dropped <= 5 and indices[-1] == expected - 1
     assert all(h[6] == FrameClock(25).frame_start(h[5]) for h in speech)  # pts from samples only
     codec = av.CodecContext.create("h264", "r")
     decoded = [f for m in frames for f in codec.decode(av.Packet(m[p.FRAME_OUT.size :]))] + codec.decode(None)
@@ -310,6 +330,9 @@ def test_http_api_upload_render_metrics(server, voice, portrait_path, tmp_path):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate), w.writeframes(samples.tobytes())
     render = api.post("/api/render", files={"audio": ("v.wav", wav.read_bytes())},
                       data={"avatar": "default", "renderer": "static", "driver": "energy"}).json()
+    no_video = api.get(f"/api/jobs/{job['id']}/result")  # a prepare job has no video to download
+    assert no_video.status_code == 409 and "no video" in no_video.json()["detail"]
+    assert api.get("/api/jobs/0123456789abcdef").status_code == 404
     for j in (job, render):
         while j["state"] in ("queued", "running"):
             time.sleep(0.5)

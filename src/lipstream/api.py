@@ -2,12 +2,17 @@
 
     import lipstream
     with lipstream.open("default") as avatar:
-        for frame in avatar.render("speech.wav"):      # path | samples | bytes | iterable of chunks
-            show(frame.image)                          # RGB uint8; frame.audio; frame.pts
+        frames, info = avatar.render("speech.wav")     # path | file object | samples | PCM16 bytes | iterable
+        for frame in frames:
+            show(frame.image)                          # RGB uint8; frame.audio; frame.pts * frame.time_base
 
-A path, bytes or array is rendered as one clip. An iterable of chunks (arrays of float32 16 kHz
-samples, or raw PCM16 bytes at 16 kHz mono) is a live stream: frames come out as soon as their
-audio and the driver's look-ahead have arrived. Closing the iterator stops the work.
+Audio is a path or a binary file object holding a media file, or raw samples with their
+sample_rate: an array (n,) / (n, channels) of float in [-1, 1] or int16, or `bytes` of raw PCM16
+(little-endian, interleaved). `bytes` are always raw PCM16 in lipstream, never an encoded file.
+An iterable of raw chunks is a live stream: frames come out as soon as their audio and the
+driver's look-ahead have arrived, and closing the iterator stops the work. For full control
+(push_audio / flush / interrupt, idle frames, an async iterator) open a `session()`.
+Every frame carries the exact samples of the input it shows, at the input's rate and layout.
 """
 
 from __future__ import annotations
@@ -16,123 +21,122 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
-from lipstream.audio.clock import SAMPLE_RATE, FrameClock
-from lipstream.audio.io import load_audio
+from lipstream.audio.clock import FrameClock
+from lipstream.audio.io import read_audio
+from lipstream.audio.pcm import PCM_TYPES
 from lipstream.avatar.resolve import resolve_avatar
 from lipstream.errors import BadAudioError
-from lipstream.motion.drivers import DEFAULT_DRIVER, get_driver
-from lipstream.motion.params import MouthTrack
-from lipstream.motion.streaming import StreamingDriver
-from lipstream.pipeline import drive, output_fps
-from lipstream.render.base import create_renderer
+from lipstream.session import Clock, Frame, Preset, Session
+from lipstream.session.size import output_fps, output_size
+
+__all__ = ["Avatar", "Frame", "RenderInfo", "open"]
 
 
-@dataclass
-class Frame:
-    """One output frame: image (H, W, 3) uint8 RGB, the float32 16 kHz samples it shows,
-    its index on the clock, and its presentation time in seconds."""
+@dataclass(frozen=True)
+class RenderInfo:
+    """What `render` does: renderer and driver chosen, frame rate, size (width, height), and
+    for a whole clip its frame count and duration (None for a stream, not known in advance),
+    with the input's sample rate and channels."""
 
-    index: int
-    image: np.ndarray
-    audio: np.ndarray
-    pts: float
+    renderer: str
+    driver: str
+    fps: float
+    size: tuple[int, int]
+    frames: int | None
+    duration_s: float | None
+    sample_rate: int | None
+    channels: int | None
 
 
 class Avatar:
-    """An opened avatar with a renderer and a driver; use as a context manager."""
+    """An opened avatar; use as a context manager. See `open` for the options."""
 
-    def __init__(self, avatar: str | os.PathLike, *, renderer: str = "auto", driver: str = DEFAULT_DRIVER,
-                 fps: float | None = None, still: bool = False):
+    def __init__(self, avatar: str | os.PathLike = "default", *, renderer: str = "auto", driver: str | None = None,
+                 fps: float | None = None, size: tuple[int | None, int | None] | None = None, still: bool = False):
         self.package = resolve_avatar(avatar, fps=fps or 25.0)
         self.fps = output_fps(self.package, fps)
-        self.clock = FrameClock(self.fps)
-        self.driver_name = driver
-        self._renderer = create_renderer(renderer, self.package, still=still)
+        self.size = output_size(self.package.size, *(size or (None, None)), even=False)
+        self.renderer, self.driver, self.still = renderer, driver, still
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the frames."""
-        return self.package.size
+    def session(self, *, fps: float | None = None, size: tuple[int | None, int | None] | None = None,
+                driver: str | None = None, renderer: str | None = None, lookahead: float | None = None,
+                clock: Clock | None = None, preset: str | Preset | None = None,
+                idle_frames: bool = True) -> Session:
+        """A live push session (lipstream.session.Session) on this avatar: push_audio / flush /
+        interrupt in, frames out (for frame in session / async for). Options default to the
+        avatar's; lookahead (s) and preset set its latency; clock replaces real time (tests)."""
+        self._check_open()
+        return Session(self.package, fps=fps or self.fps, size=size or self.size, driver=driver or self.driver,
+                       renderer=renderer or (None if self.renderer == "auto" else self.renderer), lookahead=lookahead,
+                       clock=clock, preset=preset, still=self.still, idle_frames=idle_frames)
 
-    def render(self, audio, sample_rate: int | None = None) -> Iterator[Frame]:
-        """Frames for `audio`: a path, bytes of a file, an array (give sample_rate unless 16 kHz
-        mono float32), or an iterable of chunks (a live stream, see the module docstring)."""
-        if isinstance(audio, (str, os.PathLike, bytes, np.ndarray)):
-            samples = load_audio(audio, sample_rate or (SAMPLE_RATE if isinstance(audio, np.ndarray) else None))
-            track = drive(samples, self.fps, self.driver_name)
-            yield from self._frames(track, samples)
-        elif isinstance(audio, Iterable):
-            yield from self._render_stream(audio, sample_rate or SAMPLE_RATE)
-        else:
-            raise BadAudioError(f"can't render audio of type {type(audio).__name__}; give a path, bytes, "
-                                "an array of samples or an iterable of chunks")
-
-    def _render_stream(self, chunks: Iterable, sample_rate: int) -> Iterator[Frame]:
-        streaming = StreamingDriver(get_driver(self.driver_name, self.fps), self.fps)
-        audio = _SampleBuffer()
-        for chunk in chunks:
-            samples = _chunk_samples(chunk, sample_rate)
-            audio.append(samples)
-            yield from self._stream_frames(streaming.push(samples), streaming.next_frame, audio)
-        yield from self._stream_frames(streaming.flush(), streaming.next_frame, audio)
-
-    def _stream_frames(self, rows: np.ndarray, next_frame: int, audio: "_SampleBuffer") -> Iterator[Frame]:
-        first = next_frame - len(rows)
-        for i, row in enumerate(rows):
-            k = first + i
-            start, end = self.clock.frame_span(k)
-            yield Frame(k, self._renderer.render_frame(k, row), audio.take(start, end), self.clock.frame_time_s(k))
-
-    def _frames(self, track: MouthTrack, samples: np.ndarray) -> Iterator[Frame]:
-        for k, image in enumerate(self._renderer.render(track)):
-            start, end = self.clock.frame_span(k)
-            yield Frame(k, image, samples[start:end], self.clock.frame_time_s(k))
+    def render(self, audio, sample_rate: int | None = None, channels: int | None = None
+               ) -> tuple[Iterator[Frame], RenderInfo]:
+        """(frames, info) for `audio` (see the module docstring); frames are rendered as they are read."""
+        self._check_open()
+        options = dict(fps=self.fps, size=self.size, driver=self.driver, renderer=self.renderer, still=self.still)
+        if isinstance(audio, (str, os.PathLike, *PCM_TYPES)) or hasattr(audio, "read") or hasattr(audio, "dtype"):
+            samples, rate = read_audio(audio, sample_rate, channels)
+            session = Session(self.package, live=False, refuse_silence=True, **options)
+            session.push_audio(samples, rate)
+            session.end()
+            info = self._info(session, len(samples), rate, samples.shape[1])
+            return _closing(session, iter(session)), info
+        if isinstance(audio, Iterable):
+            if sample_rate is None:
+                raise BadAudioError("a stream of raw chunks needs their sample_rate (e.g. sample_rate=24000)")
+            session = Session(self.package, idle_frames=False, deadlines=False, **options)
+            return _closing(session, _stream(session, audio, sample_rate, channels)), self._info(session)
+        raise BadAudioError(f"can't render audio of type {type(audio).__name__}; give a path, a file object, "
+                            "samples or PCM16 bytes with their sample_rate, or an iterable of chunks")
 
     def close(self) -> None:
         """Release the avatar's memory maps."""
-        self._renderer = None
         self.package = None
 
-    def __enter__(self) -> "Avatar":
+    def _check_open(self) -> None:
+        if self.package is None:
+            raise ValueError("this avatar is closed")
+
+    def _info(self, session: Session, n: int | None = None, rate: int | None = None,
+              channels: int | None = None) -> RenderInfo:
+        frames = None if n is None else FrameClock(session.fps, rate).frame_count(n)
+        return RenderInfo(session.renderer, session.driver_name, session.fps, session.size, frames,
+                          None if n is None else n / rate, rate, channels)
+
+    def __enter__(self) -> Avatar:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open(avatar: str | os.PathLike = "default", **options) -> Avatar:  # noqa: A001 - the API's verb
-    """Open an avatar ('default', a package directory, or a photo/video) for rendering.
+def open(avatar: str | os.PathLike = "default", *, renderer: str = "auto", driver: str | None = None,  # noqa: A001
+         fps: float | None = None, size: tuple[int | None, int | None] | None = None, still: bool = False) -> Avatar:
+    """Open an avatar for rendering.
 
-    Options: renderer ("auto", "warp", "bank", "static"), driver, fps, still.
+    avatar: "default" (the bundled portrait), an avatar package directory, or a photo/video of
+    one face (prepared on first use and cached). renderer: "auto" (bank for a video avatar,
+    warp for a photo), "static", "warp", "bank" or "neural" (a trained video avatar). driver:
+    "energy", "viseme" or "phoneme" (None: phoneme offline, the preset's live). fps: output
+    frame rate (None: the avatar's; a video avatar only plays at its own). size: (width,
+    height) of the frames, either may be None to keep the aspect ratio. still: no blinks or
+    head sway on a photo. Raises BadAvatarError / NotSupportedError with what to change.
     """
-    return Avatar(avatar, **options)
+    return Avatar(avatar, renderer=renderer, driver=driver, fps=fps, size=size, still=still)
 
 
-class _SampleBuffer:
-    """Audio of a stream kept only until its frames are out; indices are global sample numbers."""
-
-    def __init__(self):
-        self._samples = np.zeros(0, np.float32)
-        self._start = 0
-
-    def append(self, samples: np.ndarray) -> None:
-        self._samples = np.concatenate([self._samples, samples])
-
-    def take(self, start: int, end: int) -> np.ndarray:
-        """Samples [start, end) (zero-padded past the end of the stream), forgetting those before `end`."""
-        out = self._samples[start - self._start : end - self._start]
-        out = np.pad(out, (0, (end - start) - len(out)))
-        self._samples = self._samples[end - self._start :]
-        self._start = end
-        return out
+def _stream(session: Session, chunks: Iterable, sample_rate: int, channels: int | None) -> Iterator[Frame]:
+    for chunk in chunks:
+        session.push_audio(chunk, sample_rate, channels)
+        yield from (item for item in session.poll() if isinstance(item, Frame))
+    session.end()
+    yield from session
 
 
-def _chunk_samples(chunk, sample_rate: int) -> np.ndarray:
-    """A stream chunk as float32 mono 16 kHz: PCM16 bytes or an array at `sample_rate`."""
-    if isinstance(chunk, (bytes, bytearray, memoryview)):
-        if len(chunk) % 2:
-            raise BadAudioError("PCM16 chunks must have an even number of bytes")
-        chunk = np.frombuffer(chunk, np.int16)
-    return load_audio(np.asarray(chunk), sample_rate=sample_rate) if len(chunk) else np.zeros(0, np.float32)
+def _closing(session: Session, frames: Iterator[Frame]) -> Iterator[Frame]:
+    """`frames`, closing the session when they end or the iterator is closed (an interruption)."""
+    try:
+        yield from frames
+    finally:
+        session.close()

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -94,6 +95,29 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
     return x0, y0, x1, y1
 
 
+class Choice(str, Enum):
+    """A CLI choice: typer checks it before the command runs (exit 2, naming the valid values)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Quality = Choice("Quality", {name: name for name in ("fast", "standard", "high")})  # sinks.mp4.QUALITY
+RendererChoice = Choice("RendererChoice", {n: n for n in ("auto", "static", "warp", "bank", "neural")})  # render registry
+DriverChoice = Choice("DriverChoice", {n: n for n in ("energy", "viseme", "phoneme")})  # motion.drivers.DRIVER_NAMES
+AudioCodec = Choice("AudioCodec", {n: n for n in ("aac", "pcm", "flac", "copy")})  # sinks.mp4.AUDIO_CODECS
+SelectPreset = Choice("SelectPreset", {n: n for n in ("high_quality", "real_time", "mobile", "precision")})  # select.PRESETS
+SelectDevice = Choice("SelectDevice", {n: n for n in ("cpu", "gpu", "any")})
+Precision = Choice("Precision", {n: n for n in ("fp32", "fp16", "bf16", "int8")})
+TrainArch = Choice("TrainArch", {n: n for n in ("full", "lite", "both")})
+TrainDevice = Choice("TrainDevice", {n: n for n in ("auto", "cuda", "cpu")})
+LogLevel = Choice("LogLevel", {n: n for n in ("debug", "info", "warning", "error")})
+
+
+def _value(choice: Choice | None) -> str | None:
+    return None if choice is None else choice.value
+
+
 AvatarOpt = Annotated[str, typer.Option("--avatar", "-a", help="'default', an avatar package directory, or a photo/video (prepared on the fly).")]
 
 
@@ -120,10 +144,10 @@ def prepare(
 @friendly
 def train(
     avatar: Annotated[Path, typer.Argument(help="A video avatar package (lipstream prepare VIDEO -o DIR).")],
-    arch: Annotated[str, typer.Option(help="full (256 px, GPU), lite (128 px, CPU real time) or both.")] = "both",
+    arch: Annotated[TrainArch, typer.Option(help="full (256 px, GPU), lite (128 px, CPU real time) or both.")] = TrainArch.both,
     steps: Annotated[Optional[int], typer.Option(help="Training steps per network (default: 700 full, 1000 lite).")] = None,
     batch: Annotated[int, typer.Option(help="Crops per step.")] = 32,
-    device: Annotated[str, typer.Option(help="auto (a CUDA GPU if torch sees one), cuda or cpu.")] = "auto",
+    device: Annotated[TrainDevice, typer.Option(help="auto: a CUDA GPU if torch sees one.")] = TrainDevice.auto,
     weights: Annotated[Optional[list[Path]], typer.Option(help="Install weights trained elsewhere on this avatar's dataset instead of training.")] = None,
     dataset_only: Annotated[Optional[Path], typer.Option(help="Only write the training set (.npz) here, to train on another machine.")] = None,
 ) -> None:
@@ -131,9 +155,8 @@ def train(
     from lipstream.avatar.package import load_package
     from lipstream.neural.fit import ARCHS, check_trainable, train_avatar
 
-    archs = ARCHS if arch == "both" else (arch,)
-    if any(a not in ARCHS for a in archs):
-        raise typer.BadParameter(f"--arch must be full, lite or both, not {arch!r}")
+    archs = ARCHS if arch.value == "both" else (arch.value,)
+    device = device.value
     package = load_package(avatar)
     check_trainable(package)
     if dataset_only is not None:
@@ -167,23 +190,28 @@ def render(
     audio: Annotated[Path, typer.Option("--audio", help="Speech: wav, flac, mp3, m4a, ogg/opus, or a video's audio track.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The mp4 to write.")],
     avatar: AvatarOpt = "default",
-    driver: Annotated[Optional[str], typer.Option(help="Audio -> mouth driver: energy, viseme or phoneme (default: the most accurate).")] = None,
-    renderer: Annotated[str, typer.Option(
-        help="static, warp, bank, neural (a video avatar after `lipstream train`), or auto (bank for video avatars, "
-             "warp for photos).")] = "auto",
-    fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the avatar's, 25).")] = None,
+    driver: Annotated[Optional[DriverChoice], typer.Option(help="Audio -> mouth driver (default: phoneme, the most accurate).")] = None,
+    renderer: Annotated[RendererChoice, typer.Option(
+        help="neural needs a video avatar after `lipstream train`; auto: bank for video avatars, warp for photos.")
+    ] = RendererChoice.auto,
+    fps: Annotated[Optional[float], typer.Option(min=1, max=120, help="Output frame rate (default: the avatar's, 25).")] = None,
     size: Annotated[Optional[str], typer.Option(help="Output size WIDTHxHEIGHT (default: the avatar's).")] = None,
-    quality: Annotated[str, typer.Option(help="Encoder quality: fast, standard or high.")] = "standard",
+    quality: Annotated[Quality, typer.Option(help="Video encoder quality.")] = Quality.standard,
+    audio_codec: Annotated[AudioCodec, typer.Option(
+        help="The input audio at its own rate and channels as AAC, as PCM (.mov/.mkv; bit-exact for 16-bit input), "
+             "as FLAC, or copied unchanged from the input file.")] = AudioCodec.aac,
     still: Annotated[bool, typer.Option("--still", help="No blinks or head sway on a photo avatar.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval", help="Measure the output's A/V offset after rendering.")] = False,
 ) -> None:
-    """Render AUDIO spoken by an avatar into an mp4 with the audio muxed in sync."""
+    """Render AUDIO spoken by an avatar into a video (.mp4, .mov or .mkv) with the input audio muxed in sync."""
     from lipstream.avatar.resolve import resolve_avatar
-    from lipstream.motion.drivers import DEFAULT_DRIVER
-    from lipstream.pipeline import RenderOptions, render_file
+    from lipstream.offline import RenderOptions, render_file
+    from lipstream.sinks.mp4 import check_audio_codec, check_writable
 
-    options = RenderOptions(fps=fps, size=parse_size(size), driver=driver or DEFAULT_DRIVER, renderer=renderer,
-                            quality=quality, still=still)
+    check_writable(out)
+    check_audio_codec(out, audio_codec.value)
+    options = RenderOptions(fps=fps, size=parse_size(size), driver=_value(driver), renderer=renderer.value,
+                            quality=quality.value, still=still, audio_codec=audio_codec.value)
     bar, callback = progress_bar("rendering")
     with bar:
         package = resolve_avatar(avatar, fps=fps or 25.0, progress=callback)
@@ -202,7 +230,7 @@ def demo(
 ) -> None:
     """Render the bundled default avatar speaking the bundled clip (no arguments, no network)."""
     from lipstream.avatar.resolve import bundled_asset, resolve_avatar
-    from lipstream.pipeline import render_file
+    from lipstream.offline import render_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     bar, callback = progress_bar("rendering the demo")
@@ -296,15 +324,15 @@ def serve(
     max_sessions: Annotated[int, typer.Option(help="Most concurrent real-time sessions; more are refused.")] = 8,
     token: Annotated[Optional[str], typer.Option(
         help="Bearer token required by the API and /ws (default: $LIPSTREAM_TOKEN; none = open).")] = None,
-    renderer: Annotated[str, typer.Option(
-        help="Default renderer for sessions: auto (the selector's pick from `lipstream bench` profiles, else bank "
-             "for videos, warp for photos), neural, bank, warp, static.")] = "auto",
+    renderer: Annotated[RendererChoice, typer.Option(
+        help="Default renderer for sessions: auto is the selector's pick from `lipstream bench` profiles, else bank "
+             "for videos, warp for photos.")] = RendererChoice.auto,
     profiles: Annotated[Optional[Path], typer.Option(
         help="Profiles for `auto` (default: the ones `lipstream bench` saved for this machine).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Render worker processes (default: one per CPU core).")] = None,
     idle_timeout: Annotated[float, typer.Option(help="Seconds without a message before a session is closed.")] = 60.0,
     max_upload_mb: Annotated[int, typer.Option(help="Largest upload (photo, video, audio) in MiB.")] = 64,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level (debug, info, warning, error).")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level.")] = LogLevel.info,
 ) -> None:
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
     from lipstream.server.app import run_server
@@ -313,23 +341,23 @@ def serve(
         os.environ["LIPSTREAM_PROFILES"] = str(profiles.resolve())  # read by the worker processes
     console.print(f"serving on [bold]http://{host}:{port}[/] (Ctrl+C stops)")
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
-               token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer,
+               token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer.value,
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
-               log_level=log_level)
+               log_level=log_level.value)
 
 
 @app.command("select")
 @friendly
 def select_(
-    preset: Annotated[Optional[str], typer.Option(
-        help="Start from a preset: high_quality, real_time, mobile, precision (options below override it).")] = None,
+    preset: Annotated[Optional[SelectPreset], typer.Option(
+        help="Start from a preset (options below override it).")] = None,
     max_sync_ms: Annotated[Optional[float], typer.Option(help="Largest |A/V offset| (ms) measured by eval.")] = None,
     min_fps: Annotated[Optional[float], typer.Option(help="Fewest frames rendered per second.")] = None,
     max_model_mib: Annotated[Optional[float], typer.Option(help="Largest model file (MiB).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, gpu or any.")] = None,
+    device: Annotated[Optional[SelectDevice], typer.Option(help="Where the backend runs.")] = None,
     quantization: Annotated[Optional[bool], typer.Option(
         "--quantization/--no-quantization", help="Allow INT8 models.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="Preferred precision: fp32, fp16, bf16, int8.")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="Preferred precision.")] = None,
     sync_weight: Annotated[Optional[float], typer.Option(
         help="0..1: weight of sync and quality against speed in the ranking.")] = None,
     profiles: Annotated[Optional[Path], typer.Option(
@@ -340,11 +368,10 @@ def select_(
 
     from lipstream.select import Constraints, choose, load_profiles, preset_constraints
 
-    overrides = {"max_sync_ms": max_sync_ms, "min_fps": min_fps, "max_model_mib": max_model_mib, "device": device,
-                 "allow_quantization": quantization, "preferred_precision": precision, "sync_weight": sync_weight}
-    if device not in (None, "cpu", "gpu", "any"):
-        raise typer.BadParameter("--device must be cpu, gpu or any")
-    constraints = preset_constraints(preset, **overrides) if preset else Constraints(
+    overrides = {"max_sync_ms": max_sync_ms, "min_fps": min_fps, "max_model_mib": max_model_mib,
+                 "device": _value(device), "allow_quantization": quantization, "preferred_precision": _value(precision),
+                 "sync_weight": sync_weight}
+    constraints = preset_constraints(preset.value, **overrides) if preset else Constraints(
         **{k: v for k, v in overrides.items() if v is not None})
     profile_set = load_profiles(profiles)
     choice = choose(profile_set.profiles, constraints)
@@ -379,8 +406,12 @@ def bench_profiles(
         help="A profiles.json measured on another machine to add to the results.")] = None,
     gpu_results: Annotated[Optional[Path], typer.Option(
         help="Results of `python -m lipstream.bench.neural_runner run` on a GPU machine: adds fp16/bf16 rows.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for profiles.json, report.md and plots.")] = Path(
-        "bench/results/profiles"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=(
+        "Folder for profiles.json, report.md and plots (default: bench/results/profiles, and the profiles are "
+        "installed as this machine's)."), show_default=False)] = None,
+    install: Annotated[Optional[bool], typer.Option("--install/--no-install", help=(
+        "Also make these the profiles `select` and `serve --renderer auto` use on this machine (default: only "
+        "without --out)."), show_default=False)] = None,
 ) -> None:
     """Every renderer x driver x precision x device available: fps, p95 latency, memory, model size,
     held-out quality, sync offset and grade; the selector's pick per preset."""
@@ -389,8 +420,10 @@ def bench_profiles(
     import json
 
     from lipstream.bench.profiles import gpu_profiles, merge_profiles, run_profiles, write_report
-    from lipstream.select import ProfileSet, load_profiles
+    from lipstream.select import ProfileSet, default_profiles_path, load_profiles
 
+    install = out is None if install is None else install
+    out = out or Path("bench/results/profiles")
     bar, callback = progress_bar("profiling backends")
     with bar:
         profile_set = run_profiles(avatar, audio, progress=callback)
@@ -399,8 +432,15 @@ def bench_profiles(
     if gpu_results:
         rows = gpu_profiles(profile_set, json.loads(gpu_results.read_text()))
         profile_set = merge_profiles(profile_set, ProfileSet(rows, {}))
-    for path in write_report(profile_set, out):
+    installed = default_profiles_path()
+    replacing = install and installed.exists()
+    for path in write_report(profile_set, out, install=install):
         console.print(f"[green]wrote[/] {path}")
+    if install:
+        console.print(f"installed as this machine's profiles: {installed}" + (" (replacing the earlier ones)"
+                                                                              if replacing else ""))
+    else:
+        console.print(f"this machine's profiles ({installed}) were left as they were; --install makes these them")
     console.print((out / "report.md").read_text(), highlight=False, soft_wrap=True)
 
 

@@ -1,14 +1,19 @@
-"""Decode any audio (or the audio track of a video) to 16 kHz mono float32.
+"""Decode any audio (or the audio track of a video): as it is (`read_audio`), or to 16 kHz mono
+float32 for analysis (`load_audio`).
 
 PyAV is used rather than an ffmpeg subprocess: it ships FFmpeg inside its wheel, so every
 common format (wav, flac, mp3, m4a/aac, ogg/opus, mp4/mkv/webm tracks) decodes with no
 system package, in-process, and errors surface as Python exceptions we can explain.
+
+A source is a path or a binary file object holding a media file, or raw samples: an array, or
+`bytes` of raw PCM16 (lipstream.audio.pcm), each with its sample_rate.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,37 +21,75 @@ import av
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE
+from lipstream.audio.pcm import PCM_TYPES, as_samples, check_format
 from lipstream.errors import BadAudioError
 
 MAX_DURATION_S = 30 * 60
 
-AudioSource = str | os.PathLike | bytes | np.ndarray
+AudioSource = str | os.PathLike | typing.BinaryIO | bytes | np.ndarray
+
+
+def read_audio(source: AudioSource, sample_rate: int | None = None,
+               channels: int | None = None) -> tuple[np.ndarray, int]:
+    """The audio as it is: ((n, channels) samples, sample rate). Decoded files give int16 when
+    stored as 16-bit (bit-exact), else float32 in [-1, 1]; raw samples (an array, or PCM16
+    bytes) are checked and need sample_rate. BadAudioError for unreadable, empty or too long audio."""
+    if isinstance(source, (np.ndarray, *PCM_TYPES)):
+        samples, rate, name = as_samples(source, sample_rate, channels), sample_rate, "the audio samples"
+    else:
+        name = _name(source)
+        with _opened(source, name) as container:
+            stream = container.streams.audio[0]
+            rate, layout = stream.rate, stream.layout.name
+            channels = stream.channels
+            check_format(rate, channels)
+            packed = "s16" if stream.format.name in ("s16", "s16p") else "flt"
+            resampler = av.AudioResampler(format=packed, layout=layout, rate=rate)  # a format change only
+            parts = [f.to_ndarray().reshape(-1, channels) for frame in _decoded_frames(container)
+                     for f in resampler.resample(_unstamped(frame))]
+            parts += [f.to_ndarray().reshape(-1, channels) for f in resampler.resample(None)]
+        samples = np.concatenate(parts) if parts else np.zeros((0, channels), np.float32)
+        if samples.dtype != np.int16:
+            samples = np.clip(samples.astype(np.float32, copy=False), -1.0, 1.0)
+    _check_length(len(samples), rate, name)
+    return samples, rate
 
 
 def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarray:
     """Return the audio as float32 mono samples in [-1, 1] at 16 kHz, shape (n,).
 
-    `source` is a path to any audio or video file, the bytes of such a file, or an array
-    of samples: (n,) mono or (n, channels), float in [-1, 1] or int16, at `sample_rate`
-    (required for arrays). Raises BadAudioError for unreadable, empty or too long audio.
+    `source` is a path or binary file object of any audio or video file, or raw samples: an
+    array (n,) mono or (n, channels), float in [-1, 1] or int16, or PCM16 mono bytes, at
+    `sample_rate` (required for raw samples). Raises BadAudioError for unreadable, empty or
+    too long audio.
     """
-    if isinstance(source, np.ndarray):
+    if isinstance(source, (np.ndarray, *PCM_TYPES)):
         if sample_rate is None:
-            raise BadAudioError("an array of samples needs its sample_rate (e.g. sample_rate=16000)")
-        samples = _array_to_mono_float(source)
-        samples = resample(samples, sample_rate, SAMPLE_RATE)
-        name = "the audio array"
+            raise BadAudioError("raw samples need their sample_rate (e.g. sample_rate=16000); "
+                                "give a path or a file object for an encoded file")
+        name = "the audio samples"
+        raw = as_samples(source, sample_rate)
+        _check_length(len(raw), sample_rate, name)  # before resampling a too long input
+        samples = resample(_array_to_mono_float(raw), sample_rate, SAMPLE_RATE)
     else:
-        name = str(source) if not isinstance(source, bytes) else "the audio bytes"
+        name = _name(source)
         samples = _decode_file(source, name)
-    if samples.size == 0:
+    _check_length(samples.size, SAMPLE_RATE, name)
+    return samples
+
+
+def _check_length(n: int, rate: int, name: str) -> None:
+    if n == 0:
         raise BadAudioError(f"{name} contains no audio samples; give a file with speech in it")
-    if samples.size > MAX_DURATION_S * SAMPLE_RATE:
+    if n > MAX_DURATION_S * rate:
         raise BadAudioError(
-            f"{name} is {samples.size / SAMPLE_RATE / 60:.1f} min long; the limit is "
+            f"{name} is {n / rate / 60:.1f} min long; the limit is "
             f"{MAX_DURATION_S // 60} min per input: split it into shorter files"
         )
-    return samples
+
+
+def _name(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the audio file object"
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -73,21 +116,31 @@ def _array_to_mono_float(array: np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32), -1.0, 1.0)
 
 
-def _decode_file(source: str | os.PathLike | bytes, name: str) -> np.ndarray:
-    if not isinstance(source, bytes):
+@contextlib.contextmanager
+def _opened(source, name: str) -> Iterator[av.container.InputContainer]:
+    """The media file opened for its audio; BadAudioError if it is missing, empty or undecodable."""
+    if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise BadAudioError(f"{name}: no such file")
         if path.stat().st_size == 0:
             raise BadAudioError(f"{name} is an empty file")
-    opened = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        source = str(source)
+    elif not hasattr(source, "read"):
+        raise BadAudioError(f"can't read audio from a {type(source).__name__}; give a path, a binary file object, "
+                            "an array of samples or PCM16 bytes with their sample_rate")
     try:
-        with av.open(opened, metadata_errors="ignore") as container:
+        with av.open(source, metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise BadAudioError(f"{name} has no audio track; give an audio file or a video with sound")
-            chunks = list(_resampled(_decoded_frames(container)))
+            yield container
     except av.FFmpegError as exc:
         raise BadAudioError(f"{name} could not be decoded as audio ({exc}); is it a media file?") from exc
+
+
+def _decode_file(source, name: str) -> np.ndarray:
+    with _opened(source, name) as container:
+        chunks = list(_resampled(_decoded_frames(container)))
     if not chunks:
         return np.zeros(0, np.float32)
     return np.clip(np.concatenate(chunks), -1.0, 1.0).astype(np.float32)
@@ -107,8 +160,14 @@ def _resampled(frames: Iterator[av.AudioFrame]) -> Iterator[np.ndarray]:
     """Resample decoded frames to 16 kHz mono float32 chunks, flushing the resampler at the end."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     for frame in frames:
-        frame.pts = None
-        for out in resampler.resample(frame):
+        for out in resampler.resample(_unstamped(frame)):
             yield out.to_ndarray().reshape(-1)
     for out in resampler.resample(None):
         yield out.to_ndarray().reshape(-1)
+
+
+def _unstamped(frame: av.AudioFrame) -> av.AudioFrame:
+    """The frame without its pts: the resampler then joins frames back to back (gaps and
+    overlaps in a file's timestamps must not add or drop samples)."""
+    frame.pts = None
+    return frame

@@ -206,7 +206,7 @@ def _summary(results: list[ClientResult]) -> dict:
 
 def bench_latency(url: str, seconds: float) -> dict:
     """One real-time session per preset, one after another."""
-    from lipstream.stream.presets import PRESETS
+    from lipstream.session.presets import PRESETS
 
     audio = looped_speech(seconds)
     out = {}
@@ -253,7 +253,7 @@ def bench_drift(hours: float = 1.0) -> dict:
     from lipstream.avatar.resolve import resolve_avatar
     from lipstream.stream.audio_in import AudioFormat
     from lipstream.stream.events import FrameOut
-    from lipstream.stream.presets import Preset
+    from lipstream.session import ManualClock, Preset
     from lipstream.stream.session import SessionConfig, SessionPipeline
 
     rate, total_s = 44100, int(hours * 3600)
@@ -266,9 +266,9 @@ def bench_drift(hours: float = 1.0) -> dict:
     preset = Preset("drift", driver="energy", renderer="static", block_ms=2000, driver_cpu_share=1.0,
                     context_ms=500, guard_ms=0, deadline_ms=1e9, jpeg_quality=50, h264_crf=30,
                     h264_preset="ultrafast", queue_frames=1)
-    fake = [0.0]
+    fake = ManualClock(0.0)
     pipeline = SessionPipeline(SessionConfig(width=64, idle_frames=False), resolve_avatar("default"),
-                               now=lambda: fake[0], preset=preset)
+                               clock=fake, preset=preset)
     fmt = AudioFormat(rate, 2, "pcm16")
     rng = np.random.default_rng(11)
     jaw = np.zeros(FrameClock(FPS).frame_count(total_s * SAMPLE_RATE) + 1, np.float32)
@@ -285,11 +285,11 @@ def bench_drift(hours: float = 1.0) -> dict:
         for s in starts[(starts + len(clip_pcm) > position) & (starts < position + n)]:
             lo, hi = max(s, position), min(s + len(clip_pcm), position + n)
             chunk[lo - position : hi - position] = clip_pcm[lo - s : hi - s]
-        take(pipeline.audio(chunk.tobytes(), fmt, fake[0]))
+        take(pipeline.audio(chunk.tobytes(), fmt, fake.now()))
         position += n
-        fake[0] += n / rate
+        fake.advance(n / rate)
     take(pipeline.flush())
-    received = pipeline.driver.received
+    received = pipeline.session.audio_ticks
     envelope = _frame_rms(clip)
     lags = [_lag_frames(jaw, envelope, int(round(t * FPS))) for t in starts_s]
     return {

@@ -8,8 +8,10 @@ to an mp4 and measured by `lipstream eval` (offset, grade); backends under SLOW_
 with the default driver only. Quality is the held-out PSNR/SSIM of the lower face, measured
 for `bank` and the neural variants of a trained video avatar (`heldout_qualities`), else None.
 
-Writes into DIR: profiles.json (read by `lipstream select` and `serve --renderer auto`; also
-saved where they look by default), report.md, performance_vs_sync.png, quantization_impact.png.
+Writes into DIR: profiles.json, report.md, performance_vs_sync.png, quantization_impact.png; and,
+when asked (`install`), profiles.json also where `lipstream select` and `serve --renderer auto`
+read this machine's profiles (default_profiles_path). A figure not measured on a row's own
+device and machine is None, never copied from another row.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from lipstream.audio.io import load_audio
 from lipstream.avatar.package import AvatarPackage
 from lipstream.avatar.resolve import bundled_asset, resolve_avatar
 from lipstream.bench.machine import machine_info, peak_rss_mib
-from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES
-from lipstream.pipeline import RenderOptions, drive, output_fps, render_file
+from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES, get_driver
+from lipstream.offline import RenderOptions, render_file
+from lipstream.session.size import output_fps
 from lipstream.neural.variants import TORCH_VARIANTS
 from lipstream.select import (PRESETS, Profile, ProfileSet, backend_label, choose, default_profiles_path,
                               save_profiles)
@@ -151,7 +154,7 @@ def measure_sync(avatar: AvatarPackage, backend: Backend, audio: np.ndarray, dri
     out = work / f"{backend.label.replace('/', '-').replace(':', '-')}-{driver}.mp4"
     options = RenderOptions(driver=driver, renderer=backend.renderer, renderer_options=backend.options)
     try:
-        render_file(avatar, audio, out, options)
+        render_file(avatar, audio, out, options, sample_rate=SAMPLE_RATE)
         metrics = evaluate_video_sync(out)
     except LipstreamError as exc:
         return {"error": str(exc)}
@@ -166,7 +169,7 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
     package = resolve_avatar(avatar)
     speech = load_audio(audio or bundled_asset("speech.wav"))
     fps = output_fps(package, None)
-    params = drive(speech, fps, DEFAULT_DRIVER).values
+    params = get_driver(DEFAULT_DRIVER, fps).drive(speech).values
     params = np.resize(params, (max(SPEED_FRAMES, len(params)), params.shape[1]))
     driver_ms = {name: _driver_ms_per_frame(speech, fps, name) for name in drivers}
     backends = backends_for(package)
@@ -206,8 +209,6 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
 
 def _driver_ms_per_frame(speech: np.ndarray, fps: float, name: str) -> float:
     """The driver's time per video frame of the speech (ms), after a warm-up run."""
-    from lipstream.motion.drivers import get_driver
-
     driver = get_driver(name, fps)
     driver.drive(speech[:SAMPLE_RATE])
     start = time.perf_counter()
@@ -216,42 +217,47 @@ def _driver_ms_per_frame(speech: np.ndarray, fps: float, name: str) -> float:
 
 
 def merge_profiles(profile_set: ProfileSet, extra: ProfileSet) -> ProfileSet:
-    """Profiles measured elsewhere added to this machine's set."""
-    return ProfileSet(profile_set.profiles + extra.profiles, profile_set.machine, profile_set.avatar)
+    """Profiles measured elsewhere added to this machine's set, each marked with its machine."""
+    where = extra.machine.get("cpu") or extra.machine.get("gpu") or "another machine"
+    marked = [p if p.measured_on else replace(p, measured_on=where) for p in extra.profiles]
+    return ProfileSet(profile_set.profiles + marked, profile_set.machine, profile_set.avatar)
 
 
 def gpu_profiles(profile_set: ProfileSet, runner_results: dict) -> list[Profile]:
     """GPU rows from `lipstream.bench.neural_runner` results (a machine with CUDA but without
-    lipstream's media stack): fps through the runner at batch 32 and GPU memory measured there;
-    sync and quality are those of the same network's fp32 rows here, which the GPU output
-    matches within the PSNR the runner measured (the note says how close)."""
+    lipstream's media stack): one row per network and precision, with what the runner measured
+    there (fps at batch 32, GPU memory). Sync, quality and the driver's cost were not measured
+    on that machine, so they are None and `select` does not rank those rows on them; the
+    note gives how close the GPU output is to the fp32 network's (PSNR, measured there)."""
     gpu = runner_results.get("machine", {}).get("gpu", "GPU")
-    rows = []
+    rows, seen = [], set()
     for p in profile_set.profiles:
         if p.renderer != "neural" or not p.variant.endswith("/fp32"):
             continue
         arch = p.variant.split("/")[0]
         for precision in TORCH_VARIANTS:
             measured = runner_results.get(f"{arch}/{precision}")
-            if not measured:
+            if not measured or (arch, precision) in seen:
                 continue
-            note = (f"{gpu}: fps through the runner at batch 32, compositing not included; sync and quality of "
-                    f"the fp32 network, its output within {measured['psnr_vs_onnx_fp32_db']:.0f} dB of fp32")
-            rows.append(replace(p, device="gpu", precision=precision, variant=f"{arch}/{precision}",
-                                fps=measured["runner_fps_batch32"], latency_p95_ms=None, peak_memory_mib=None,
-                                gpu_memory_mib=measured["gpu_memory_mib"], model_mib=round(p.model_mib / 2, 2),
-                                note=note))
+            seen.add((arch, precision))
+            note = (f"fps through the runner at batch 32, compositing not included; output within "
+                    f"{measured['psnr_vs_onnx_fp32_db']:.0f} dB of the fp32 network; sync and quality not measured "
+                    "on this device")
+            rows.append(Profile("neural", "none", device="gpu", precision=precision, variant=f"{arch}/{precision}",
+                                fps=measured["runner_fps_batch32"], gpu_memory_mib=measured["gpu_memory_mib"],
+                                model_mib=round(p.model_mib / 2, 2), measured_on=gpu, note=note))
     return rows
 
 
-def write_report(profile_set: ProfileSet, out_dir: Path) -> list[Path]:
-    """profiles.json, report.md and the two plots in out_dir; the profiles also go where
-    `select` and `serve` read them by default."""
+def write_report(profile_set: ProfileSet, out_dir: Path, install: bool = False) -> list[Path]:
+    """profiles.json, report.md and the two plots in out_dir; with `install`, the profiles also
+    go where `select` and `serve` read this machine's by default (the last path returned)."""
     out_dir = Path(out_dir)
     paths = [save_profiles(profile_set, out_dir / "profiles.json")]
-    save_profiles(profile_set, default_profiles_path())
     paths.append(_markdown(profile_set, out_dir / "report.md"))
     paths += _plots(profile_set, out_dir)
+    if install:
+        paths.append(save_profiles(profile_set, default_profiles_path()))
     return paths
 
 
@@ -278,15 +284,16 @@ def _markdown(profile_set: ProfileSet, path: Path) -> Path:
     lines = [f"# Backend profiles: avatar `{profile_set.avatar}`", "",
              f"Measured {m.get('measured_utc')} on {m.get('cpu')} ({m.get('cores')} cores, {m.get('memory_gib')} GiB), "
              f"lipstream {m.get('lipstream')}; speech {m.get('audio_s')} s.", "",
-             "fps: the renderer alone; with driver: through driver and renderer, the speed `select` uses.", "",
+             "fps: the renderer alone; with driver: through driver and renderer, the speed `select` uses. "
+             "A dash is a figure not measured on that row's device: `select` does not rank on it.", "",
              "| backend | precision | device | driver | fps | with driver | p95 ms | peak MiB | GPU MiB | model MiB "
-             "| PSNR dB | sync ms | grade | note |", "|" + " --- |" * 14]
+             "| PSNR dB | sync ms | grade | measured on | note |", "|" + " --- |" * 15]
     for p in profile_set.profiles:
         lines.append(f"| {p.backend} | {p.precision} | {p.device} | {p.driver} | {_cell(p.fps, '{:.0f}')} | "
                      f"{_cell(p.pipeline_fps, '{:.0f}')} | "
                      f"{_cell(p.latency_p95_ms)} | {_cell(p.peak_memory_mib, '{:.0f}')} | {_cell(p.gpu_memory_mib, '{:.0f}')} "
                      f"| {_cell(p.model_mib, '{:.2f}')} | {_cell(p.quality_psnr_db)} | {_cell(p.sync_offset_ms, '{:+.0f}')} "
-                     f"| {p.sync_grade or '-'} | {p.note} |")
+                     f"| {p.sync_grade or '-'} | {p.measured_on or 'this machine'} | {p.note} |")
     lines += ["", "## The selector's pick per preset", "", "| preset | pick | why |", "| --- | --- | --- |"]
     for name, pick in preset_picks(profile_set.profiles).items():
         lines.append(f"| `{name}` | {pick['pick'] or 'none'} | {pick['reason']} |")

@@ -24,8 +24,8 @@ from lipstream.avatar.package import AvatarPackage, load_package
 from lipstream.avatar.prepare import prepare
 from lipstream.avatar.resolve import bundled_asset, resolve_avatar
 from lipstream.bench.machine import machine_info
-from lipstream.motion.drivers import DEFAULT_DRIVER
-from lipstream.pipeline import RenderOptions, drive, render_file
+from lipstream.motion.drivers import DEFAULT_DRIVER, get_driver
+from lipstream.offline import RenderOptions, render_file
 from lipstream.render.base import create_renderer
 
 
@@ -38,7 +38,7 @@ def looped_speech(seconds: float) -> np.ndarray:
 
 def renderer_fps(avatar: AvatarPackage, renderer: str, audio: np.ndarray, fps: float, frames: int) -> dict:
     """Frames per second of `renderer` alone over the first `frames` frames of a driven track."""
-    track = drive(audio, fps, DEFAULT_DRIVER)
+    track = get_driver(DEFAULT_DRIVER, fps).drive(audio)
     r = create_renderer(renderer, avatar)
     values = track.values[:frames]
     r.render_frame(0, values[0])  # warm-up: lazy allocations and caches

@@ -6,6 +6,9 @@ enough audio has arrived, drives the window [next frame - context, newest sample
 frames whose look-ahead is covered. Frame indices and timing are those of an offline render;
 the cost is a latency of the look-ahead (driver's `lookahead_ms` + a guard) plus the block.
 
+Every time-based decision here (the CPU cap below) reads the clock it is given (a session's), so
+tests can replace it.
+
 `block_s = 0` is progressive processing: the driver runs as soon as one more frame is ready.
 Each run re-reads its whole window, so running it for every frame can cost more CPU than the
 frames are worth; `max_cpu_share` caps the driver's time at that share of real time by waiting
@@ -15,6 +18,7 @@ for more audio between runs when a run is slow (progressive when cheap, batched 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,11 +40,17 @@ class StreamingDriver:
     context_s: audio (s) before the first new frame given to the driver (its warm-up).
     guard_s: audio (s) waited for beyond the driver's own `lookahead_ms`.
     max_cpu_share: the most driver time per second of audio (None: no cap).
+    lookahead_s: the whole look-ahead (s) after a frame's span, replacing the driver's own plus the
+    guard (None: those); shorter than the driver's own decides frames on less future audio.
+    now: monotonic seconds (the session's clock), to measure the driver's cost for the CPU cap.
     """
 
     def __init__(self, driver, fps: float, block_s: float = 0.2, context_s: float = CONTEXT_S,
-                 guard_s: float = EDGE_GUARD_S, max_cpu_share: float | None = None):
+                 guard_s: float = EDGE_GUARD_S, max_cpu_share: float | None = None,
+                 lookahead_s: float | None = None, now: Callable[[], float] = time.monotonic):
         self.clock = FrameClock(fps)
+        self.now = now
+        self.fixed_lookahead = None if lookahead_s is None else int(round(lookahead_s * SAMPLE_RATE))
         self.block = int(block_s * SAMPLE_RATE)
         self.max_cpu_share = max_cpu_share
         self._cpu_block = 0  # samples to wait for after a run, from the last run's cost
@@ -56,7 +66,8 @@ class StreamingDriver:
     def set_driver(self, driver) -> None:
         """Use `driver` from the next frame on (a switch mid-stream keeps the clock)."""
         self.driver = driver
-        self.lookahead = int(driver.lookahead_ms / 1000 * SAMPLE_RATE) + self.guard
+        own = int(driver.lookahead_ms / 1000 * SAMPLE_RATE) + self.guard
+        self.lookahead = own if self.fixed_lookahead is None else self.fixed_lookahead
 
     @property
     def received(self) -> int:
@@ -94,6 +105,19 @@ class StreamingDriver:
         self._pending = 0
         return self._emit(self.clock.frame_count(self._received))
 
+    def skip_to_frame_boundary(self) -> None:
+        """Forget audio not yet shown by a frame and move the clock to the next frame boundary
+        (an interruption): the next audio starts a new frame; indices stay increasing."""
+        self.next_frame = max(self.next_frame, self.clock.frame_count(self._received))
+        self.pad_to(self.clock.frame_start(self.next_frame))
+        self._pending = 0
+        self._trim()
+
+    def pad_to(self, sample: int) -> None:
+        """Append silence up to global sample index `sample` (nothing if already there)."""
+        if sample > self._received:
+            self.append(np.zeros(sample - self._received, np.float32))
+
     def _last_frame_ending_by(self, sample: int) -> int:
         """Number of frames whose audio ends at or before `sample`."""
         k = self.clock.frame_count(max(sample, 0))
@@ -108,10 +132,10 @@ class StreamingDriver:
         # Drive from a frame boundary so the driver's frame grid matches the global one.
         first_frame = self.clock.frame_count(window_start)
         audio = self._buffer[self.clock.frame_start(first_frame) - self._buffer_start :]
-        start = time.perf_counter()
+        start = self.now()
         rows = self.driver.drive(audio).values[self.next_frame - first_frame : end_frame - first_frame]
         if self.max_cpu_share:
-            self._cpu_block = int((time.perf_counter() - start) / self.max_cpu_share * SAMPLE_RATE)
+            self._cpu_block = int((self.now() - start) / self.max_cpu_share * SAMPLE_RATE)
         missing = end_frame - self.next_frame - len(rows)
         if missing > 0:  # a partial last frame the driver's rounding left out: hold the last shape
             held = rows[-1:] if len(rows) else np.zeros((1, len(PARAM_NAMES)), np.float32)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lipstream.errors import NotSupportedError
+
 HELDOUT_SHARE = 0.2
 REFERENCE_OPENING_QUANTILE = 0.7
 DEFAULT_SIZES = (256, 128)
@@ -117,7 +119,8 @@ def load_dataset(source, size: int) -> dict:
     arrays = np.load(source, allow_pickle=False) if isinstance(source, (str, Path)) else source
     meta = read_meta(arrays)
     if size not in meta["sizes"]:
-        raise ValueError(f"the dataset has crops of {meta['sizes']} pixels, not {size}")
+        raise NotSupportedError(f"the dataset has crops of {meta['sizes']} pixels, not {size}: build it again for "
+                                "this network (lipstream train AVATAR --dataset-only FILE)")
     if f"crops_{size}" in arrays:
         crops = np.asarray(arrays[f"crops_{size}"])
     else:

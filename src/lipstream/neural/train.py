@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lipstream.errors import NotSupportedError
 from lipstream.neural.dataset import load_dataset
 from lipstream.neural.layout import HIDE_THRESHOLD, network_input
 from lipstream.neural.model import CONFIGS, build_model, parameter_count, state_to_numpy
@@ -232,7 +233,7 @@ class Trainer:
         state = torch.load(self.out_dir / CHECKPOINT, map_location=self.device, weights_only=False)
         saved = dict(state["config"], device=self.config.device)
         if saved != asdict(self.config):
-            raise ValueError(f"{self.out_dir / CHECKPOINT} was made with another configuration ({state['config']}); "
+            raise NotSupportedError(f"{self.out_dir / CHECKPOINT} was made with another configuration ({state['config']}); "
                              "remove it or train into another folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

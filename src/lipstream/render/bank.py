@@ -85,9 +85,9 @@ class BankRenderer(Renderer):
         self._entry_pose = self._pose[self.source]
         self._last: tuple[int, int, int] | None = None  # (k, base source frame, entry) streamed last
 
-    def plan(self, track: MouthTrack) -> np.ndarray:
-        """The bank entry (T,) int64 for every frame of `track`: the path of least total cost."""
-        bases = np.array([self.idle.source_index(k) for k in range(len(track))], np.int64)
+    def plan(self, track: MouthTrack, first: int = 0) -> np.ndarray:
+        """The bank entry (T,) int64 for frames first.. of `track`: the path of least total cost."""
+        bases = np.array([self.idle.source_index(first + i) for i in range(len(track))], np.int64)
         if not len(bases):
             return bases
         candidates, unary = self._candidates(bases, track.values)
@@ -106,10 +106,10 @@ class BankRenderer(Renderer):
             path[k - 1] = back[k, path[k]]
         return candidates[np.arange(len(bases)), path]
 
-    def render(self, track: MouthTrack) -> Iterator[np.ndarray]:
-        """Every frame of `track`, with the bank entries planned over the whole track first."""
-        for k, entry in enumerate(self.plan(track)):
-            yield self._compose(k, int(entry))
+    def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
+        """Frames first.. of `track`, with the bank entries planned over the whole track first."""
+        for i, entry in enumerate(self.plan(track, first)):
+            yield self._compose(first + i, int(entry))
 
     def render_frame(self, k: int, params: np.ndarray) -> np.ndarray:
         base = self.idle.source_index(k)

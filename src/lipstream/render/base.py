@@ -35,10 +35,11 @@ class Renderer(ABC):
     def render_frame(self, k: int, params: np.ndarray) -> np.ndarray:
         """Frame k of the output for mouth parameters (4,) float32 (PARAM_NAMES order)."""
 
-    def render(self, track: MouthTrack) -> Iterator[np.ndarray]:
-        """Every frame of a whole track, in order (renderers may plan across the track)."""
-        for k in range(len(track)):
-            yield self.render_frame(k, track.values[k])
+    def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
+        """Frames first, first+1, ... for the rows of `track`, in order (renderers may plan
+        across the track)."""
+        for i in range(len(track)):
+            yield self.render_frame(first + i, track.values[i])
 
 
 def register(cls: type[Renderer]) -> type[Renderer]:

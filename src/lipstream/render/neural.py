@@ -64,13 +64,14 @@ class NeuralRenderer(Renderer):
         """Source frame i (H, W, 3) uint8 with the network's output (3, S, S) blended in; a new array."""
         return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape))
 
-    def render(self, track: MouthTrack) -> Iterator[np.ndarray]:
-        """Every frame of `track`, the network run on BATCH frames at a time."""
+    def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
+        """Frames first.. of `track`, the network run on BATCH frames at a time."""
         for start in range(0, len(track), BATCH):
-            ks = range(start, min(start + BATCH, len(track)))
+            rows = range(start, min(start + BATCH, len(track)))
+            ks = [first + r for r in rows]
             sources = [self.idle.source(k) for k in ks]
-            x = np.stack([self.conditioner.network_input(frame, i, track.values[k])
-                          for k, (frame, _, i) in zip(ks, sources)])
+            x = np.stack([self.conditioner.network_input(frame, i, track.values[r])
+                          for r, (frame, _, i) in zip(rows, sources)])
             out = self.model.run(x)
             for k, (frame, _, i), y in zip(ks, sources, out):
                 yield self.idle.animate(k, self.composite(frame, i, y))

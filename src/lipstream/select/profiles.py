@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from lipstream.errors import LipstreamError
+from lipstream.errors import LipstreamError, MissingProfilesError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class Profile:
     model_mib: size of the model file (0 for renderers without one).
     quality_psnr_db / quality_ssim: lower face against the real held-out frames of a video avatar.
     sync_offset_ms: `lipstream eval` offset of a rendered clip (SyncNet sign); sync_grade its grade.
+    measured_on: the machine the figures come from when not the set's own (merged or GPU rows).
+    Every figure is measured on the row's device and machine, or None: never borrowed from
+    another row; `select` ranks only on what is there.
     """
 
     renderer: str
@@ -54,6 +57,7 @@ class Profile:
     quality_ssim: float | None = None
     sync_offset_ms: float | None = None
     sync_grade: str | None = None
+    measured_on: str = ""
     note: str = ""
 
     @property
@@ -117,10 +121,10 @@ def save_profiles(profile_set: ProfileSet, path: Path) -> Path:
 
 
 def load_profiles(path: Path | None = None) -> ProfileSet:
-    """Read profiles.json; LipstreamError with the fix if it is missing or not ours."""
+    """Read profiles.json; MissingProfilesError with the fix if it is missing or not ours."""
     path = Path(path) if path else default_profiles_path()
     if not path.is_file():
-        raise LipstreamError(f"no measured profiles at {path}: run `lipstream bench` on this machine first")
+        raise MissingProfilesError(f"no measured profiles at {path}: run `lipstream bench` on this machine first")
     try:
         data = json.loads(path.read_text())
         if data.get("schema_version") != SCHEMA_VERSION:
@@ -128,5 +132,5 @@ def load_profiles(path: Path | None = None) -> ProfileSet:
         known = {f.name for f in fields(Profile)}
         profiles = [Profile(**{k: v for k, v in row.items() if k in known}) for row in data["profiles"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise LipstreamError(f"{path} is not a lipstream profiles file ({exc}); run `lipstream bench` again") from None
+        raise MissingProfilesError(f"{path} is not a lipstream profiles file ({exc}); run `lipstream bench` again") from None
     return ProfileSet(profiles, data.get("machine", {}), data.get("avatar", ""))

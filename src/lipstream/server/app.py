@@ -45,7 +45,7 @@ from lipstream.server.state import (
     ServerState,
 )
 from lipstream.stream.pool import WorkerPool
-from lipstream.stream.presets import PRESETS
+from lipstream.session.presets import PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(LipstreamError)
     async def lipstream_error(request: Request, exc: LipstreamError) -> JSONResponse:
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=400)
+        """A client's mistake is a 4xx; the server's own failure (render, worker) a 5xx."""
+        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=http_status(exc))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -182,6 +183,11 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, avatars_dir: str | os.
                               max_upload_bytes=max_upload_bytes)
     uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_MESSAGE_BYTES, log_level=log_level,
                 ws_ping_interval=20.0, ws_ping_timeout=20.0)
+
+
+def http_status(exc: LipstreamError) -> int:
+    """400 for errors the client can fix, 500 for the server's own (RenderFailedError, InternalError)."""
+    return 400 if exc.client_fault else 500
 
 
 def _bearer(header: str | None) -> str | None:

@@ -27,7 +27,7 @@ from lipstream.server import protocol as p
 from lipstream.server.state import ServerState
 from lipstream.stream.audio_in import MAX_CHUNK_S, AudioFormat
 from lipstream.stream.events import AudioOut, Dropped, Event, Failure, FrameOut, Status
-from lipstream.stream.presets import get_preset
+from lipstream.session.presets import get_preset
 from lipstream.stream.stats import SessionStats
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Connection:
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            arrived_s = time.monotonic()
+            arrived_s = self.state.clock.now()
             try:
                 if message.get("text") is not None:
                     parsed = p.parse_text(message["text"], self.defaults)
@@ -306,14 +306,14 @@ class Connection:
     # -- sending ------------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        next_stats = time.monotonic() + STATS_INTERVAL_S
+        next_stats = self.state.clock.now() + STATS_INTERVAL_S
         while True:
             item = await self.outbox.get(timeout=STATS_INTERVAL_S)
             if item is not None:
                 if not await self._send_item(item):
                     return
-            if self.handle is not None and time.monotonic() >= next_stats:
-                next_stats = time.monotonic() + STATS_INTERVAL_S
+            if self.handle is not None and self.state.clock.now() >= next_stats:
+                next_stats = self.state.clock.now() + STATS_INTERVAL_S
                 await self._send(p.status_json("stats", self.session_id, **self.stats.snapshot()))
 
     async def _send_item(self, item) -> bool:
@@ -330,7 +330,7 @@ class Connection:
         return True
 
     async def _send_frame(self, frame: FrameOut) -> None:
-        if time.monotonic() > frame.deadline_s:
+        if self.state.clock.now() > frame.deadline_s:
             self._dropped(1, "late", frame)
             return
         if self.need_keyframe:
@@ -344,7 +344,7 @@ class Connection:
             await self._send(p.frame_json(frame, self.session_id, self.turn_id, self.sequence,
                                           int(time.time() * 1000), self.format))
         self.sequence += 1
-        latency_s = time.monotonic() - frame.ready_s
+        latency_s = self.state.clock.now() - frame.ready_s
         self.stats.sent(latency_s * 1000, frame.idle)
         self.state.metrics.frame_sent(self.preset.name, frame.idle, latency_s)
 

@@ -102,7 +102,9 @@ class JobRunner:
     def _evict(self) -> None:
         finished = [j for j in self.jobs.values() if j.state in ("done", "failed")]
         old = [j for j in finished if time.time() - j.created_s > JOB_TTL_S]
-        old += sorted(set(finished) - set(old), key=lambda j: j.created_s)[: max(0, len(self.jobs) - KEPT_JOBS)]
+        expired = {j.id for j in old}  # by id: Job is a mutable dataclass, not hashable
+        rest = [j for j in finished if j.id not in expired]
+        old += sorted(rest, key=lambda j: j.created_s)[: max(0, len(self.jobs) - len(old) - KEPT_JOBS)]
         for job in old:
             if job.work_dir:
                 shutil.rmtree(job.work_dir, ignore_errors=True)
@@ -169,7 +171,7 @@ def _prepare_job(args: dict, progress) -> dict:
 
 def _render_job(args: dict, progress) -> dict:
     from lipstream.avatar.resolve import resolve_avatar
-    from lipstream.pipeline import RenderOptions, render_file
+    from lipstream.offline import RenderOptions, render_file
 
     avatar = resolve_avatar(args["avatar"], avatars_dir=args["avatars_dir"])
     options = RenderOptions(renderer=args["renderer"], driver=args["driver"])

@@ -25,8 +25,9 @@ from lipstream.avatar.resolve import SAFE_NAME
 from lipstream.stream.audio_in import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, AudioFormat
 from lipstream.stream.encode import FORMATS
 from lipstream.stream.events import AudioOut, FrameOut
-from lipstream.stream.presets import DEFAULT_PRESET, PRESETS
-from lipstream.stream.session import MAX_SIDE_PX, MIN_SIDE_PX, SessionConfig
+from lipstream.session.presets import DEFAULT_PRESET, PRESETS
+from lipstream.session.size import MAX_SIDE_PX, MIN_SIDE_PX
+from lipstream.stream.session import SessionConfig
 
 MAX_MESSAGE_BYTES = 2 * 2**20  # one WebSocket message, either framing
 MAX_AUDIO_BYTES = 1536 * 1024  # decoded audio of one chunk (1 s of 48 kHz 8-channel float32)
@@ -67,6 +68,8 @@ ERROR_CODES_BY_KIND = {
     "BadAvatarError": FACE_MODEL_NOT_FOUND,
     "NotSupportedError": UNSUPPORTED,
     "RenderFailedError": VIDEO_GENERATION_FAILED,
+    "MissingProfilesError": UNSUPPORTED,
+    "InternalError": INTERNAL,
 }
 
 
@@ -382,13 +385,13 @@ def frame_binary(frame: FrameOut, sequence: int, fmt: str) -> bytes:
 def audio_json(audio: AudioOut, session_id: str) -> str:
     return json.dumps({
         "type": "response_audio", "sessionId": session_id, "audioTimestamp": _ms(audio.pts), "pts": audio.pts,
-        "sampleRate": SAMPLE_RATE, "channels": 1, "format": "pcm",
+        "sampleRate": audio.sample_rate, "channels": audio.channels, "format": "pcm",
         "data": base64.b64encode(audio.pcm16).decode("ascii"),
     }, separators=(",", ":"))
 
 
 def audio_binary(audio: AudioOut) -> bytes:
-    return AUDIO_OUT.pack(KIND_AUDIO_OUT, 1, 1, SAMPLE_RATE, audio.pts) + audio.pcm16
+    return AUDIO_OUT.pack(KIND_AUDIO_OUT, 1, audio.channels, audio.sample_rate, audio.pts) + audio.pcm16
 
 
 def status_json(event: str, session_id: str | None, **detail) -> str:

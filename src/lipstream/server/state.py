@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipstream.server.metrics import Metrics
+from lipstream.session.clock import Clock, RealClock
 from lipstream.stream.pool import WorkerPool
 
 DEFAULT_MAX_SESSIONS = 8
@@ -39,3 +40,4 @@ class ServerState:
     pool: WorkerPool
     metrics: Metrics = field(default_factory=Metrics)
     sessions: dict = field(default_factory=dict)  # session id -> Connection
+    clock: Clock = field(default_factory=RealClock)  # arrival times, deadlines, latencies (a fake one in tests)

@@ -8,7 +8,7 @@ import av
 import cv2
 import numpy as np
 
-from lipstream.errors import BadAudioError
+from lipstream.errors import BadVideoError
 
 
 def contact_sheet(frames: list[np.ndarray], labels: list[str], columns: int = 8, tile_width: int = 160) -> np.ndarray:
@@ -49,9 +49,9 @@ def video_contact_sheet(video: str | Path, out_png: str | Path, every: int = 4, 
                 frames.append(image)
                 labels.append(f"{t:.2f}s")
     except (av.FFmpegError, IndexError) as exc:
-        raise BadAudioError(f"{video} could not be read as a video ({exc})") from exc
+        raise BadVideoError(f"{video} could not be read as a video ({exc})") from exc
     if not frames:
-        raise BadAudioError(f"{video} has no frames between {start_s:g} s and {start_s + seconds:g} s")
+        raise BadVideoError(f"{video} has no frames between {start_s:g} s and {start_s + seconds:g} s")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_png), cv2.cvtColor(contact_sheet(frames, labels, columns), cv2.COLOR_RGB2BGR))

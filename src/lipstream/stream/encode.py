@@ -13,17 +13,10 @@ import cv2
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE
+from lipstream.errors import RenderFailedError
 
 FORMATS = ("jpeg", "h264")
 KEYFRAME_INTERVAL_S = 2.0
-
-
-def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A (H, W, 3) uint8 RGB frame resized to size (width, height), area-averaged when shrinking."""
-    if (frame.shape[1], frame.shape[0]) == tuple(size):
-        return frame
-    shrink = size[0] < frame.shape[1]
-    return cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 class JpegEncoder:
@@ -35,7 +28,7 @@ class JpegEncoder:
     def encode(self, frame: np.ndarray, pts: int) -> tuple[bytes, bool]:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), self.params)
         if not ok:
-            raise RuntimeError("JPEG encoding failed")
+            raise RenderFailedError("JPEG encoding of a frame failed; the session can't go on")
         return data.tobytes(), True
 
     def request_keyframe(self) -> None:

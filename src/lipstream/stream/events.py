@@ -1,7 +1,7 @@
 """What a session pipeline hands to the transport: frames, echoed audio, status, drops, errors.
 
-All times are on one of two bases, never mixed: media times (`pts`, `span`) are audio sample
-indices at 16 kHz (the one clock); `ready_s` / `deadline_s` are monotonic seconds used only to
+All times are on one of two bases, never mixed: media times (`pts`, `span`) are ticks of the one
+clock (1/16000 s); `ready_s` / `deadline_s` are monotonic seconds used only to
 measure latency and to drop stale frames.
 """
 
@@ -38,10 +38,13 @@ class FrameOut:
 
 @dataclass
 class AudioOut:
-    """Audio as the session heard it, echoed back: PCM16 mono 16 kHz from sample `pts` on."""
+    """A chunk of audio as the client sent it, echoed back: interleaved PCM16 at its own rate
+    and channels, its first sample at clock tick `pts` (1/16000 s)."""
 
     pts: int
     pcm16: bytes
+    sample_rate: int
+    channels: int
 
 
 @dataclass

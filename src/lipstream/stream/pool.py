@@ -20,7 +20,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from pathlib import Path
 from lipstream.audio.clock import SAMPLE_RATE
 from lipstream.avatar.package import AvatarPackage
 from lipstream.avatar.resolve import resolve_avatar
-from lipstream.errors import BadAudioError, LipstreamError
+from lipstream.errors import BadAudioError, InternalError, LipstreamError, error_class
+from lipstream.session.clock import RealClock
 from lipstream.stream.audio_in import AudioFormat
 from lipstream.stream.events import Event, Failure, Status
 
@@ -109,11 +109,11 @@ class _Worker:
 
     def wait_ready(self) -> None:
         if not self.conn.poll(WORKER_START_TIMEOUT_S):
-            raise RuntimeError(f"worker {self.index} did not start in {WORKER_START_TIMEOUT_S:g} s")
+            raise InternalError(f"worker {self.index} did not start in {WORKER_START_TIMEOUT_S:g} s")
         try:
             self.conn.recv()
         except EOFError:
-            raise RuntimeError(f"worker {self.index} exited while starting (code {self.process.exitcode}); "
+            raise InternalError(f"worker {self.index} exited while starting (code {self.process.exitcode}); "
                                "a script that starts the server needs an `if __name__ == '__main__':` guard") from None
         threading.Thread(target=self._send_loop, daemon=True, name=f"lipstream-send-{self.index}").start()
         threading.Thread(target=self._read_loop, daemon=True, name=f"lipstream-read-{self.index}").start()
@@ -208,7 +208,7 @@ class WorkerPool:
         can't start (unknown avatar, bad size, ...)."""
         alive = [w for w in self.workers if w.alive]
         if not alive:
-            raise LipstreamError("no worker process is running; restart the server")
+            raise InternalError("no worker process is running; restart the server")
         worker = min(alive, key=lambda w: len(w.sessions) + len(w.pending_opens))
         future = self.loop.create_future()
         worker.pending_opens[session_id] = future
@@ -241,12 +241,7 @@ class WorkerPool:
 
 
 def _as_error(failure: Failure) -> LipstreamError:
-    import lipstream.errors as errors
-
-    cls = getattr(errors, failure.kind, None)
-    if isinstance(cls, type) and issubclass(cls, LipstreamError):
-        return cls(failure.message)
-    return LipstreamError(failure.message)
+    return error_class(failure.kind)(failure.message)
 
 
 # -- the worker process ----------------------------------------------------------------------
@@ -295,13 +290,14 @@ class _Host:
         self.conn = conn
         self.avatars_dir = avatars_dir
         self.pipeline_cls = pipeline_cls
+        self.clock = RealClock()  # the sessions' clock: their timers are read from it
         self.sessions: dict = {}
         self._avatars: dict[str, tuple[float, AvatarPackage]] = {}
 
     def run(self) -> None:
         while True:
             wakeups = [w for s in self.sessions.values() if (w := s.next_wakeup()) is not None]
-            timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
+            timeout = max(0.0, min(wakeups) - self.clock.now()) if wakeups else None
             if self.conn.poll(timeout):
                 try:
                     batch = [self.conn.recv()]
@@ -311,6 +307,8 @@ class _Host:
                     return
                 if not self._handle_batch(batch):
                     return
+            if self.conn.poll(0):  # commands came in while this batch was served: take them before the
+                continue           # timers, so a busy worker never ends a turn whose audio is queued
             for session_id in list(self.sessions):
                 self._send_events(session_id, self._call(session_id, "tick"))
 
@@ -353,7 +351,7 @@ class _Host:
 
     def _open(self, session_id: str, config) -> None:
         try:
-            pipeline = self.pipeline_cls(config, self._avatar(config.avatar))
+            pipeline = self.pipeline_cls(config, self._avatar(config.avatar), clock=self.clock)
         except LipstreamError as exc:
             self.conn.send(("opened", session_id, Failure.from_exception(exc, True)))
             return

@@ -9,7 +9,11 @@ If the current renderer raises, the frame is rendered again by the next one in t
 stays in use. If it misses its deadline repeatedly (MAX_MISSES of the last MISS_WINDOW_FRAMES
 frames took longer than a frame period to render, or were dropped as late), the session also
 moves down the chain. `switch` changes renderer on request mid-session. Every change is
-returned as a `Fallback` record for the status message and the metrics.
+returned as a `Fallback` record for the status message and the metrics. Render times are read
+from the session's clock (`now`), never from the wall clock directly.
+
+Offline, `render_rows` renders a whole block of rows through the renderer's `render` (which may
+plan across the block, as bank's Viterbi path does), falling back per frame after an error.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from lipstream.avatar.package import AvatarPackage
 from lipstream.errors import LipstreamError, NotSupportedError, RenderFailedError
+from lipstream.motion.params import MouthTrack
 from lipstream.render.base import Renderer, create_renderer, default_renderer_name
 from lipstream.select import Constraints, Profile, choose
 
@@ -50,9 +56,14 @@ class RenderChain:
     """Renders frames with the first renderer of the chain that works for the avatar."""
 
     def __init__(self, avatar: AvatarPackage, renderer: str, frame_period_s: float, driver: str = "",
-                 profiles: list[Profile] | None = None):
+                 profiles: list[Profile] | None = None, *, still: bool = False, options: dict | None = None,
+                 now: Callable[[], float] = time.monotonic):
+        """`options` go to the named renderer (e.g. the neural renderer's arch and variant);
+        `still` to every renderer of the chain; `now` is the session's clock (monotonic s)."""
         self.avatar = avatar
         self.frame_period_s = frame_period_s
+        self.still = still
+        self.now = now
         self.changes: list[Fallback] = []
         self.reason = ""  # why `auto` chose what it chose
         self._misses: deque[bool] = deque(maxlen=MISS_WINDOW_FRAMES)
@@ -61,10 +72,10 @@ class RenderChain:
             (name, options), self.reason = steps[0]
             self._chain: list[Step] = [step for step, _ in steps]
         else:
-            name, options = (default_renderer_name(avatar) if renderer == "auto" else renderer), {}
+            name, options = (default_renderer_name(avatar) if renderer == "auto" else renderer), dict(options or {})
             self._chain = [(n, {}) for n in CHAIN]
         self._position = self._index(name, options)
-        self.renderer: Renderer = create_renderer(name, avatar, **options)
+        self.renderer: Renderer = self._create(name, options)
 
     @property
     def name(self) -> str:
@@ -73,16 +84,29 @@ class RenderChain:
     def render(self, k: int, params: np.ndarray) -> np.ndarray:
         """Frame k (H, W, 3) uint8 RGB for params (4,), falling back down the chain on errors."""
         while True:
-            start = time.perf_counter()
+            start = self.now()
             try:
                 frame = self.renderer.render_frame(k, params)
             except Exception as exc:  # any renderer failure is survivable while the chain has more
                 log.warning("renderer %s failed on frame %d: %s", self.name, k, exc)
                 self._fall_back("error", f"{type(exc).__name__}: {exc}")
                 continue
-            self.record(time.perf_counter() - start > self.frame_period_s)
+            self.record(self.now() - start > self.frame_period_s)
             return frame
 
+    def render_rows(self, first: int, rows: np.ndarray) -> Iterator[np.ndarray]:
+        """Frames first, first+1, ... for rows (n, 4), planned across the block by the renderer
+        (no deadlines: offline); after an error the rest go frame by frame down the chain."""
+        done = 0
+        try:
+            for frame in self.renderer.render(MouthTrack(rows, 1.0 / self.frame_period_s), first=first):
+                yield frame
+                done += 1
+        except Exception as exc:
+            log.warning("renderer %s failed on frame %d: %s", self.name, first + done, exc)
+            self._fall_back("error", f"{type(exc).__name__}: {exc}")
+            for i in range(done, len(rows)):
+                yield self.render(first + i, rows[i])
     def record(self, missed: bool) -> None:
         """Count a frame that missed (or made) its deadline; too many misses move down the chain."""
         self._misses.append(missed)
@@ -92,10 +116,13 @@ class RenderChain:
     def switch(self, name: str) -> None:
         """Use renderer `name` from the next frame on (NotSupportedError if it can't be used)."""
         previous = self.name
-        self.renderer = create_renderer(name, self.avatar)
+        self.renderer = self._create(name, {})
         self._position = self._index(name, {})
         self._misses.clear()
         self.changes.append(Fallback(previous, self.name, "request"))
+
+    def _create(self, name: str, options: dict) -> Renderer:
+        return create_renderer(name, self.avatar, still=self.still, **options)
 
     def _index(self, name: str, options: dict) -> int:
         """Where (name, options) is in the chain; a renderer not in it is put first."""
@@ -115,7 +142,7 @@ class RenderChain:
         previous = self.name
         for position, (name, options) in enumerate(self._later(), start=self._position + 1):
             try:
-                self.renderer = create_renderer(name, self.avatar, **options)
+                self.renderer = self._create(name, options)
             except LipstreamError as exc:
                 log.warning("fallback renderer %s unusable: %s", name, exc)
                 continue

@@ -1,0 +1,102 @@
+"""A slow client and a busy worker, on a manual clock: frames dropped oldest-first and past their
+deadline (counted), audio reads paused while a worker has too much of a session's audio queued."""
+
+import asyncio
+import json
+
+import numpy as np
+
+from lipstream.server.connection import Connection
+from lipstream.server.state import ServerSettings, ServerState
+from lipstream.session import ManualClock
+from lipstream.stream.audio_in import AudioFormat
+from lipstream.stream.events import FrameOut
+from lipstream.stream.pool import MAX_INFLIGHT_AUDIO_S, SessionHandle
+
+
+class SlowSocket:
+    """Takes what is sent; a test decides when the client reads."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def send_text(self, text):
+        self.sent.append(json.loads(text))
+
+    async def send_bytes(self, data):
+        self.sent.append(data)
+
+
+def frame(k: int, deadline_s: float) -> FrameOut:
+    return FrameOut(k, 640 * k, 640, b"jpeg", True, False, ready_s=deadline_s - 0.4, deadline_s=deadline_s,
+                    renderer="warp", mouth=np.zeros(4, np.float32))
+
+
+def connection(clock):
+    state = ServerState(ServerSettings(), pool=None, clock=clock)
+    conn = Connection(SlowSocket(), state)
+    conn.session_id = "s"
+    return conn
+
+
+def test_a_client_that_does_not_read_loses_the_oldest_frames_not_memory():
+    clock = ManualClock()
+    conn = connection(clock)
+    conn.outbox.max_frames = 4
+    conn._deliver([frame(k, clock.now() + 10) for k in range(10)])  # ten frames while the client reads none
+    assert conn.outbox.frames == 4 and conn.stats.dropped["slow_client"] == 6
+    assert [item.index for item in conn.outbox.items] == [6, 7, 8, 9]  # the newest are kept
+    sent = conn.state.metrics.dropped.labels(conn.preset.name, "slow_client")._value.get()
+    assert sent == 6
+
+
+def test_frames_past_their_deadline_are_dropped_when_the_client_reads_again():
+    clock = ManualClock()
+    conn = connection(clock)
+
+    async def drain():
+        while conn.outbox.items:
+            await conn._send_item(await conn.outbox.get(0))
+
+    conn._deliver([frame(k, clock.now() + 0.1 * (k + 1)) for k in range(6)])
+    clock.advance(0.35)  # the client stalled: frames 0-2 are stale now, 3-5 are not
+    asyncio.run(drain())
+    sent = [m for m in conn.ws.sent if isinstance(m, dict) and m["type"] == "response_video"]
+    assert [m["frameIndex"] for m in sent] == [3, 4, 5]
+    assert conn.stats.dropped["late"] == 3 and conn.stats.frames_sent == 3
+    # latency from when each frame was ready to when it went out, on the same clock
+    assert np.allclose(list(conn.stats.latencies_ms), [350.0, 250.0, 150.0])
+
+
+class QueueWorker:
+    """Stands in for a worker process: records commands, acknowledges when told to."""
+
+    def __init__(self):
+        self.sessions, self.sent = {}, []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+def test_reads_pause_while_a_worker_holds_too_much_of_a_sessions_audio():
+    async def main():
+        worker = QueueWorker()
+        handle = SessionHandle("s", worker, deliver=lambda events: None)
+        fmt = AudioFormat(16000, 1, "pcm16")
+        second = bytes(2 * 16000)
+        for _ in range(int(MAX_INFLIGHT_AUDIO_S) + 1):  # a client sending faster than the worker takes it
+            handle.audio(second, fmt, 0.0)
+        waiting = asyncio.create_task(handle.wait_for_room())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # the receive loop would stop reading: TCP pushes back on the client
+        handle._acked(1.0)  # the worker took a second of it
+        await asyncio.wait_for(waiting, 1.0)
+        assert len(worker.sent) == int(MAX_INFLIGHT_AUDIO_S) + 1
+        handle.audio(second, fmt, 0.0)
+        blocked = asyncio.create_task(handle.wait_for_room())
+        await asyncio.sleep(0.01)
+        assert not blocked.done()
+        handle.close()  # a closed session never leaves the reader waiting
+        await asyncio.wait_for(blocked, 1.0)
+
+    asyncio.run(main())
