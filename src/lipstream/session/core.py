@@ -244,8 +244,10 @@ class Session:
         with self._lock:
             if self._closed or self._ended:
                 return None
-            if self._turn is not None:
-                return self._last_push_s + self._last_chunk_s + END_OF_TURN_GRACE_S if self.live else None
+            if self._turn is not None:  # a pause ends a turn only where frames keep wall-clock deadlines:
+                # a session read at its own pace (the API's streams) would see its reader's own work as pauses
+                paced = self.live and self.deadlines
+                return self._last_push_s + self._last_chunk_s + END_OF_TURN_GRACE_S if paced else None
             if self.idle_frames:
                 return self._idle_since_s + (self._idle_made + 1) / self.fps
             return None
