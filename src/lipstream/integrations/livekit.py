@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # AVSynchronizer sends it at its next tick (up to 1/fps later, 40 ms at 25 fps) and this
 # generator checks the time only between audio frames (each up to 1/fps apart).
 VIDEO_LEAD_S = 0.04
+# The longest `clear_buffer` waits for the runner to take the frame it is pushing (it waits for
+# room in the AudioSource's 100 ms queue).
+CLEAR_WAIT_S = 0.2
 # The audio rate used when neither the caller nor the agent's TTS names one (most TTSs use it).
 DEFAULT_SAMPLE_RATE = 24000
 
@@ -74,6 +77,8 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
         self.stream = ReplyStream(avatar, driver=driver, renderer=renderer, fps=fps, size=size, preset=preset,
                                   clock=clock)
         self.sample_rate = sample_rate
+        self._taken = asyncio.Event()  # set while nothing handed out is still being pushed
+        self._taken.set()
 
     def avatar_options(self) -> lk_avatar.AvatarOptions:
         """Size, frame rate and audio format to give `AvatarRunner`."""
@@ -88,13 +93,25 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
         else:
             self.stream.push(frame.data, frame.sample_rate, frame.num_channels)
 
-    def clear_buffer(self) -> None:
-        """Interruption: drop the rest of the reply and go idle at once."""
+    async def clear_buffer(self) -> None:
+        """Interruption: drop the rest of the reply and go idle at once. Returns once the runner
+        has taken the frame it was pushing, so that it counts that frame's audio before it
+        reports the position (and does not report the reply as started again)."""
         for reply in self.stream.interrupt():
             _log_reply(reply)
+        try:
+            await asyncio.wait_for(self._taken.wait(), CLEAR_WAIT_S)
+        except TimeoutError:
+            pass
 
     def __aiter__(self):
-        return self._frames()
+        return self._handed_out()
+
+    async def _handed_out(self):
+        async for out in self._frames():
+            self._taken.clear()
+            yield out
+            self._taken.set()
 
     async def _frames(self):
         """Each frame's audio as soon as it is made; its video frame when that audio starts to
