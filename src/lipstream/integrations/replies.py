@@ -85,6 +85,15 @@ class ReplyEnd:
 
 
 @dataclass
+class Pending:
+    """Audio (n, channels) at sample_rate as it was pushed, or a mark, not handed out yet."""
+
+    audio: np.ndarray | None = None
+    sample_rate: int = 0
+    mark: Any = None
+
+
+@dataclass
 class _Chunk:
     samples: np.ndarray  # (n, channels) as pushed
     sample_rate: int
@@ -192,11 +201,19 @@ class ReplyStream:
         self._wake_up()
         return cut
 
-    def pending_audio(self) -> list[tuple[np.ndarray, int]]:
-        """The audio pushed but not handed out in frames, as (samples (n, channels), sample_rate)
-        in order: what a caller plays without video when rendering fails."""
-        fed = [(c.samples[len(c.samples) - c.left :], c.sample_rate) for c in self._fed if c.left]
-        return fed + [(e.samples, e.sample_rate) for e in self._held if isinstance(e, _Chunk)]
+    def take_pending(self) -> list[Pending]:
+        """Everything pushed or marked and not handed out yet, in order, removed from the stream:
+        what a caller passes on without video when rendering fails (audio as pushed)."""
+        pending = [Pending(c.samples[len(c.samples) - c.left :], c.sample_rate) for c in self._fed if c.left]
+        for entry in self._held:
+            if isinstance(entry, _Chunk):
+                pending.append(Pending(entry.samples, entry.sample_rate))
+            elif isinstance(entry, _Mark):
+                pending.append(Pending(mark=entry.item))
+        self._fed.clear()
+        self._held.clear()
+        self._reply = None
+        return pending
 
     def busy(self) -> bool:
         """Whether audio or marks are still waiting to be handed out."""
