@@ -141,6 +141,7 @@ class ReplyStream:
         self._generation = 0  # bumped by interrupt: work started before it is stale
         self._wake: asyncio.Event | None = None
         self._ready: asyncio.Queue | None = None  # (generation, Frame | mark, ReplyStats | None)
+        self._in_hand: Frame | None = None  # made, waiting for room in _ready
         self._failure: BaseException | None = None
         self._closed = False
 
@@ -202,9 +203,22 @@ class ReplyStream:
         return cut
 
     def take_pending(self) -> list[Pending]:
-        """Everything pushed or marked and not handed out yet, in order, removed from the stream:
-        what a caller passes on without video when rendering fails (audio as pushed)."""
-        pending = [Pending(c.samples[len(c.samples) - c.left :], c.sample_rate) for c in self._fed if c.left]
+        """Everything pushed or marked and not handed out yet, in order, removed from the stream
+        (none of it is handed out after this): what a caller passes on without video when
+        rendering fails (audio as pushed)."""
+        pending = []
+        while self._ready is not None and not self._ready.empty():  # made, not handed out yet
+            generation, item, _ = self._ready.get_nowait()
+            if generation != self._generation or item is _END:
+                continue
+            if not isinstance(item, Frame):
+                pending.append(Pending(mark=item))
+            elif len(item.audio):
+                pending.append(Pending(item.audio, item.sample_rate))
+        if self._in_hand is not None and len(self._in_hand.audio):  # made, waiting for room in the queue
+            pending.append(Pending(self._in_hand.audio, self._in_hand.sample_rate))
+        self._generation += 1  # what the producer holds now is stale
+        pending += [Pending(c.samples[len(c.samples) - c.left :], c.sample_rate) for c in self._fed if c.left]
         for entry in self._held:
             if isinstance(entry, _Chunk):
                 pending.append(Pending(entry.samples, entry.sample_rate))
@@ -282,7 +296,9 @@ class ReplyStream:
                         self._note(item)
                         continue
                     frames += 1
+                    self._in_hand = item
                     await self._ready.put((generation, item, self._account(item)))
+                    self._in_hand = None
                 starved = not frames and self._feedable()
                 if frames or starved or generation != self._generation:
                     continue
