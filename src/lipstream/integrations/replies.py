@@ -307,11 +307,14 @@ class ReplyStream:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
-        except Exception as exc:  # handed to the consumer, which raises it
+        except Exception as exc:  # the consumer raises it after the frames made before it
             self._failure = exc
-        finally:
-            self._drop_ready()
-            self._ready.put_nowait((self._generation, _END, None))
+            await self._ready.put((self._generation, _END, None))
+            return
+        except BaseException:
+            self._end_ready()
+            raise
+        self._end_ready()
 
     # -- inside --------------------------------------------------------------------------------
 
@@ -387,6 +390,10 @@ class ReplyStream:
             if not chunk.left:
                 self._fed.popleft()
         return reply
+
+    def _end_ready(self) -> None:
+        self._drop_ready()
+        self._ready.put_nowait((self._generation, _END, None))
 
     def _drop_ready(self) -> None:
         while self._ready is not None and not self._ready.empty():
