@@ -52,7 +52,7 @@ except ImportError as exc:
 __all__ = ["LipstreamVideoService"]
 
 # How far ahead of playing speed a reply's frames go out (the transport's audio buffer absorbs it).
-PACE_LEAD_S = 0.2
+PACE_LEAD_S = 0.3
 # How long an EndFrame waits for the queued replies to go out before it is passed on.
 END_WAIT_S = 30.0
 _POLL_S = 0.02
