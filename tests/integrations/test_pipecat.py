@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from recording import TTS_RATE_HZ, chunks, tts_speech
+from lipstream.integrations.bench import TTS_RATE_HZ, chunks, tts_speech
 
 pytest.importorskip("pipecat", reason="the Pipecat plugin needs: pip install 'lipstream[pipecat]'")
 
@@ -24,35 +24,23 @@ from pipecat.frames.frames import (  # noqa: E402
     TTSStoppedFrame,
 )
 from pipecat.metrics.metrics import TTFBMetricsData  # noqa: E402
-from pipecat.pipeline.worker import PipelineParams  # noqa: E402
-from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+from pipecat.tests.utils import SleepFrame  # noqa: E402
 
 from lipstream.errors import RenderFailedError  # noqa: E402
+from lipstream.integrations.bench.pipecat_runs import run_service, speech_images, tts_reply  # noqa: E402
 from lipstream.integrations.pipecat import LipstreamVideoService  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def _reply(seconds: float, context: str = "c1") -> list:
-    """A TTS reply as Pipecat's TTS services send it: started, 20 ms audio frames at 24 kHz, stopped."""
-    audio = [TTSAudioRawFrame(c.tobytes(), TTS_RATE_HZ, 1, context_id=context) for c in chunks(tts_speech(seconds))]
-    return [TTSStartedFrame(context_id=context), *audio, TTSStoppedFrame(context_id=context)]
-
-
-def _speech_images(frames) -> list[OutputImageRawFrame]:
-    return [f for f in frames if isinstance(f, OutputImageRawFrame) and not f.metadata["lipstream"]["idle"]]
-
-
 def _run(service, frames):
-    params = PipelineParams(enable_metrics=True)
-    down, _ = asyncio.run(run_test(service, frames_to_send=frames, pipeline_params=params, start_timeout=10))
-    return down
+    return asyncio.run(run_service(service, frames))
 
 
 def test_a_reply_comes_out_as_images_with_its_audio_then_the_stop(small_avatar):
     service = LipstreamVideoService(small_avatar)
-    down = _run(service, [TextFrame("hello"), *_reply(3.0)])
-    images = _speech_images(down)
+    down = _run(service, [TextFrame("hello"), *tts_reply(3.0)])
+    images = speech_images(down)
     audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
     assert 72 <= len(images) <= 78  # 75 +- 3
     assert all(i.sync_with_audio and i.size == (256, 256) and i.format == "RGB" for i in images)
@@ -62,9 +50,11 @@ def test_a_reply_comes_out_as_images_with_its_audio_then_the_stop(small_avatar):
     kinds = [type(f) for f in down]
     last_audio = max(i for i, k in enumerate(kinds) if k is TTSAudioRawFrame)
     assert kinds.index(TTSStoppedFrame) > last_audio and kinds.index(TTSStartedFrame) < kinds.index(TTSAudioRawFrame)
-    # each image is followed by exactly the audio it shows (1/25 s)
-    first_image = down.index(images[0])
-    assert isinstance(down[first_image + 1], TTSAudioRawFrame) and down[first_image + 1].num_frames == 960
+    # one frame's audio (1/25 s) between images: each image goes one frame ahead of its audio
+    first, last = down.index(images[0]), down.index(images[-1])
+    between = [f for f in down[first:last] if isinstance(f, (TTSAudioRawFrame, OutputImageRawFrame))]
+    assert [type(f) for f in between[:3]] == [OutputImageRawFrame, OutputImageRawFrame, TTSAudioRawFrame]
+    assert all(f.num_frames == 960 for f in between if isinstance(f, TTSAudioRawFrame))
     assert any(isinstance(d, TTFBMetricsData) and d.value > 0 for f in down if isinstance(f, MetricsFrame)
                for d in f.data)
     assert TextFrame in kinds  # other frames pass
@@ -72,17 +62,17 @@ def test_a_reply_comes_out_as_images_with_its_audio_then_the_stop(small_avatar):
 
 def test_idle_images_come_between_replies(small_avatar):
     service = LipstreamVideoService(small_avatar)
-    down = _run(service, [SleepFrame(1.0), *_reply(0.4), SleepFrame(1.0)])
+    down = _run(service, [SleepFrame(1.0), *tts_reply(0.4), SleepFrame(1.0)])
     idle = [f for f in down if isinstance(f, OutputImageRawFrame) and f.metadata["lipstream"]["idle"]]
     assert len(idle) >= 2 * 20 * 0.8  # >= 20 fps in the two quiet seconds, a little slack for start-up
 
 
 def test_an_interruption_stops_the_reply_and_is_passed_on(small_avatar):
     service = LipstreamVideoService(small_avatar)
-    reply = _reply(3.0)[:-1]  # interrupted before the TTS stops
+    reply = tts_reply(3.0)[:-1]  # interrupted before the TTS stops
     down = _run(service, [*reply, SleepFrame(0.3), InterruptionFrame()])
     audio_s = sum(f.num_frames for f in down if isinstance(f, TTSAudioRawFrame)) / TTS_RATE_HZ
-    assert audio_s < 2.0 and len(_speech_images(down)) < 50
+    assert audio_s < 2.0 and len(speech_images(down)) < 50
     assert any(isinstance(f, InterruptionFrame) for f in down)
 
 
@@ -99,7 +89,7 @@ def test_if_rendering_fails_the_audio_goes_on_unchanged(small_avatar):
         return poll(*args)
 
     service.stream.session.poll = failing_poll
-    down = _run(service, _reply(2.0))
+    down = _run(service, tts_reply(2.0))
     audio = b"".join(f.audio for f in down if isinstance(f, TTSAudioRawFrame))
     assert np.array_equal(np.frombuffer(audio, np.int16), tts_speech(2.0))
     assert service.passthrough

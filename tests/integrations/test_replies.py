@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from recording import TTS_RATE_HZ, chunks, tts_speech
+from lipstream.integrations.bench import TTS_RATE_HZ, chunks, tts_speech
 
 from lipstream.integrations.replies import ReplyEnd, ReplyStream
 from lipstream.session import Frame, ManualClock

@@ -1,5 +1,11 @@
-"""What the plugins' tests share: speech at a TTS's rate, and the output reassembled into an mp4
-from when each frame and each piece of audio would reach a viewer (to measure with lipstream eval)."""
+"""Measuring the voice-agent plugins: the scenarios of issue 12's bars, run by the tests
+(tests/integrations, which assert the bars) and by `python -m lipstream.integrations.bench`
+(which writes the figures with the machine to bench/results/integrations.json).
+
+This package holds what every scenario shares: speech as a TTS gives it, and a plugin's output
+reassembled into an mp4 from when each video frame and each piece of audio would reach a viewer,
+to measure with lipstream eval. `livekit_runs` and `pipecat_runs` import their framework.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import numpy as np
 
 from lipstream.audio.io import load_audio, resample
 from lipstream.avatar.resolve import bundled_asset
+from lipstream.evaluate import evaluate_video_sync
 
 TTS_RATE_HZ = 24000
 TTS_CHUNK_S = 0.02
@@ -57,3 +64,9 @@ def write_timed_mp4(path: Path, video: list[tuple[float, np.ndarray]], audio: li
             out.mux(aus.encode(frame))
         out.mux(aus.encode(None))
     return path
+
+
+def sync_offset_ms(path: Path, video: list[tuple[float, np.ndarray]], audio: list[tuple[float, np.ndarray]],
+                   rate: int, fps: float) -> float:
+    """lipstream eval's A/V offset (ms, + = audio early) of the reassembled output (see write_timed_mp4)."""
+    return float(evaluate_video_sync(write_timed_mp4(path, video, audio, rate, fps)).offset_ms)
