@@ -44,6 +44,18 @@ def default_avatar(tmp_path_factory, portrait_path) -> AvatarPackage:
     return load_package(prepare(portrait_path, tmp_path_factory.mktemp("avatars") / "default"))
 
 
+@pytest.fixture(scope="session")
+def small_avatar(tmp_path_factory, portrait_path) -> Path:
+    """The bundled portrait at 256 x 256, prepared: cheap to render in real time on a busy machine
+    (the voice-agent plugins' tests)."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("small-avatar")
+    photo = folder / "portrait.png"
+    cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(portrait_path)), (256, 256), interpolation=cv2.INTER_AREA))
+    return prepare(photo, folder / "avatar")
+
+
 def espeak(text: str, path: Path) -> Path:
     """Speak `text` into a wav with espeak-ng (a Debian package .ci/run installs)."""
     if shutil.which("espeak-ng") is None:

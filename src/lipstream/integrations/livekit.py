@@ -124,9 +124,12 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
             if generation != self.stream.generation:  # interrupted: the held video is stale
                 held.clear()
                 generation = self.stream.generation
-            if isinstance(item, (ReplyEnd, Frame)) and (isinstance(item, ReplyEnd) or item.idle):
-                while held and generation == self.stream.generation:
+            if isinstance(item, ReplyEnd) or item.idle:  # the reply's last video frames first
+                while held:
                     await asyncio.sleep(max(0.0, held[0][0] - VIDEO_LEAD_S - now()))
+                    if generation != self.stream.generation:
+                        held.clear()
+                        break
                     yield held.popleft()[1]
             if isinstance(item, ReplyEnd):
                 _log_reply(item.stats)

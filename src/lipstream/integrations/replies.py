@@ -10,9 +10,10 @@
 The session (lipstream.session.Session) decides every frame: look-ahead, deadlines, idle frames
 between replies, the exact input audio each frame carries. This class only runs the session's
 calls in order on one worker thread, so rendering never blocks the event loop, and gives it a
-reply's audio just ahead of the frames handed out (its look-ahead plus `RENDER_AHEAD_FRAMES`):
-a TTS that delivers a whole reply at once does not make the session render the whole reply in
-one go while the consumer starves, and an interruption throws away no rendered frames.
+reply's audio just ahead of the frames made (its look-ahead plus `FEED_AHEAD_S`), while at most
+`RENDER_AHEAD_FRAMES` made frames wait for the consumer: a TTS that delivers a whole reply at
+once does not make the session render the whole reply in one go while the consumer starves,
+and an interruption throws away little rendering.
 
 Marks (`mark(obj)`, and the `ReplyEnd` that `end_reply` adds) are handed out in order, right
 after the last frame of the audio pushed before them.
