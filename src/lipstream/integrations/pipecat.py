@@ -8,8 +8,7 @@
 Put it right after the TTS. It takes the TTS's `TTSAudioRawFrame`s and sends, for each video
 frame, an `OutputImageRawFrame` (RGB, `sync_with_audio=True`: the output transport shows it once
 the audio before it has played) and exactly the audio that frame shows, unchanged, at the TTS's
-rate (each image one frame ahead of its audio, for the transport's slower video path).
-Replies go out at playing speed (a little ahead), so an `InterruptionFrame` stops
+rate. Replies go out at playing speed (a little ahead), so an `InterruptionFrame` stops
 the mouth and the voice at once; it is passed on. `TTSStoppedFrame` is held until the reply's
 last audio has gone out. Between replies idle images come at the frame rate. If rendering
 fails, the audio goes on without video. Time to first frame is reported as TTFB metrics.
@@ -81,7 +80,6 @@ class LipstreamVideoService(AIService):
         self._replying = False  # the current reply's first audio has come (TTFB started)
         self._ends_pending = 0  # TTSStoppedFrames held until their reply has gone out
         self._pace_from: tuple[float, int] | None = None  # (clock s, frames out) of the reply's first frame
-        self._held_audio: TTSAudioRawFrame | None = None  # the last frame's audio, sent after the next image
 
     @property
     def fps(self) -> float:
@@ -140,7 +138,6 @@ class LipstreamVideoService(AIService):
         self._replying = False
         self._ends_pending = 0
         self._pace_from = None
-        self._held_audio = None
 
     async def _emit(self) -> None:
         """Push what the stream hands out: images with their audio at playing speed, idle
@@ -148,7 +145,6 @@ class LipstreamVideoService(AIService):
         try:
             async for item in self.stream:
                 if isinstance(item, ReplyEnd):
-                    await self._push_held_audio()
                     _log_reply(item.stats)
                     self._pace_from = None
                     self._ends_pending -= 1
@@ -174,22 +170,10 @@ class LipstreamVideoService(AIService):
         image = OutputImageRawFrame(image=frame.image.tobytes(), size=self.size, format="RGB")
         image.sync_with_audio = True
         image.metadata["lipstream"] = {"index": frame.index, "pts": frame.pts, "idle": frame.idle}
-        if frame.idle:
-            await self._push_held_audio()
         await self.push_frame(image)
-        await self._push_held_audio()
         if len(frame.audio):
-            self._held_audio = TTSAudioRawFrame(to_pcm16(frame.audio), frame.sample_rate, frame.channels,
-                                                context_id=self._context_id)
-
-    async def _push_held_audio(self) -> None:
-        """The previous frame's audio, sent after the next image: each image goes out one frame
-        ahead of its audio, as the output transport shows an image at its next camera tick after
-        the audio before it was sent (up to a frame later) and sends video on a slower path
-        (encoder, 30 fps pacing) than audio (measured over SmallWebRTC in tests/integrations)."""
-        if self._held_audio is not None:
-            audio, self._held_audio = self._held_audio, None
-            await self.push_frame(audio)
+            await self.push_frame(TTSAudioRawFrame(to_pcm16(frame.audio), frame.sample_rate, frame.channels,
+                                                   context_id=self._context_id))
 
     async def _pace(self) -> None:
         """Wait until the reply's next frame is due: PACE_LEAD_S ahead of playing speed from its
@@ -207,7 +191,6 @@ class LipstreamVideoService(AIService):
         """Rendering failed: from now on the audio (and the held TTS frames) go on without video."""
         logger.error(f"{self}: rendering failed ({exc}); passing the audio on without video")
         self.passthrough = True
-        await self._push_held_audio()
         for pending in self.stream.take_pending():
             if pending.audio is not None:
                 await self.push_frame(TTSAudioRawFrame(to_pcm16(pending.audio), pending.sample_rate,
