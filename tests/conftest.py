@@ -45,15 +45,11 @@ def default_avatar(tmp_path_factory, portrait_path) -> AvatarPackage:
 
 
 @pytest.fixture(scope="session")
-def small_avatar(tmp_path_factory, portrait_path) -> Path:
-    """The bundled portrait at 256 x 256, prepared: cheap to render in real time on a busy machine
-    (the voice-agent plugins' tests)."""
-    import cv2
+def small_avatar(tmp_path_factory) -> Path:
+    """The bundled portrait at 256 x 256, prepared (the voice-agent plugins' tests)."""
+    from lipstream.integrations.bench import small_avatar
 
-    folder = tmp_path_factory.mktemp("small-avatar")
-    photo = folder / "portrait.png"
-    cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(portrait_path)), (256, 256), interpolation=cv2.INTER_AREA))
-    return prepare(photo, folder / "avatar")
+    return small_avatar(tmp_path_factory.mktemp("small-avatar"))
 
 
 def espeak(text: str, path: Path) -> Path:

@@ -70,3 +70,16 @@ def sync_offset_ms(path: Path, video: list[tuple[float, np.ndarray]], audio: lis
                    rate: int, fps: float) -> float:
     """lipstream eval's A/V offset (ms, + = audio early) of the reassembled output (see write_timed_mp4)."""
     return float(evaluate_video_sync(write_timed_mp4(path, video, audio, rate, fps)).offset_ms)
+
+
+def small_avatar(folder: Path, size_px: int = 256) -> Path:
+    """The bundled portrait at size_px x size_px, prepared into `folder`: cheap enough to stay at
+    25 fps in real time on a busy 2-core machine (the scenarios' and tests' avatar)."""
+    import cv2
+
+    from lipstream.avatar.prepare import prepare
+
+    photo = Path(folder) / "portrait.png"
+    image = cv2.imread(str(bundled_asset("portrait.png")))
+    cv2.imwrite(str(photo), cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA))
+    return prepare(photo, Path(folder) / "avatar")

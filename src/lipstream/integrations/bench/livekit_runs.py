@@ -107,7 +107,7 @@ class ReplyRun:
     played: Played
     idle_fps_before: float
     idle_fps_after: float
-    stats: list = field(default_factory=list)
+    renderers: list[str] = field(default_factory=list)  # in use at the start, then after each fallback
 
     @property
     def finished(self) -> tuple[float, float, bool]:
@@ -142,4 +142,6 @@ async def run_reply(avatar, seconds: float = 3.0, clear_at_s: float | None = Non
     idle_after = (len(played.video) - after) / 0.5
     await runner.aclose()
     generator.close()
-    return ReplyRun(speech, generator.reply_video, played, idle_before, idle_after)
+    chain = generator.stream.session.chain
+    renderers = [c.from_renderer for c in chain.changes[:1]] + [c.to_renderer for c in chain.changes] or [chain.name]
+    return ReplyRun(speech, generator.reply_video, played, idle_before, idle_after, renderers)
