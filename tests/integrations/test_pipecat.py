@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lipstream.integrations.bench import TTS_RATE_HZ, chunks, tts_speech
+from lipstream.integrations.bench import TTS_RATE_HZ, tts_speech
 
 pytest.importorskip("pipecat", reason="the Pipecat plugin needs: pip install 'lipstream[pipecat]'")
 
