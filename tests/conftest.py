@@ -44,6 +44,14 @@ def default_avatar(tmp_path_factory, portrait_path) -> AvatarPackage:
     return load_package(prepare(portrait_path, tmp_path_factory.mktemp("avatars") / "default"))
 
 
+@pytest.fixture(scope="session")
+def small_avatar(tmp_path_factory) -> Path:
+    """The bundled portrait at 256 x 256, prepared (the voice-agent plugins' tests)."""
+    from lipstream.integrations.bench import small_avatar
+
+    return small_avatar(tmp_path_factory.mktemp("small-avatar"))
+
+
 def espeak(text: str, path: Path) -> Path:
     """Speak `text` into a wav with espeak-ng (a Debian package .ci/run installs)."""
     if shutil.which("espeak-ng") is None:

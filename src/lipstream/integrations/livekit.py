@@ -1,0 +1,214 @@
+"""lipstream as a LiveKit Agents avatar, rendered in the agent's own process (no API key, no network).
+
+    from lipstream.integrations.livekit import AvatarSession
+
+    avatar = AvatarSession("default")                  # or a photo, a video, a prepared package
+    await avatar.start(session, room=ctx.room)         # before session.start(...)
+
+`AvatarSession` makes a `QueueAudioOutput` the agent's audio output and runs LiveKit's
+`AvatarRunner` with a `LipstreamVideoGenerator` on it, as livekit-plugins-bithuman's local mode
+does; the avatar publishes as the agent's own participant. The generator alone can be given to
+your own `AvatarRunner` (with `avatar_options()`).
+
+Each video frame is followed by exactly the audio it shows (1/fps of it, the last of a reply may
+be shorter), at the rate the audio came in (the TTS's, no 16 kHz round trip); between replies
+idle frames come at the frame rate. LiveKit's runner paces both and reports playback: a finished
+reply at its full length, `clear_buffer` (an interruption) at the audio handed out so far.
+Needs `pip install 'lipstream[livekit]'` (livekit-agents 1.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+
+from lipstream.api import Avatar
+from lipstream.audio.pcm import to_pcm16
+from lipstream.errors import NotSupportedError
+from lipstream.integrations.replies import ReplyEnd, ReplyStats, ReplyStream
+from lipstream.session import Clock, Frame, Preset
+
+try:
+    from livekit import rtc
+    from livekit.agents.voice import avatar as lk_avatar
+except ImportError as exc:
+    raise NotSupportedError(
+        "lipstream.integrations.livekit needs LiveKit Agents: pip install 'lipstream[livekit]'"
+    ) from exc
+
+__all__ = ["DEFAULT_SAMPLE_RATE", "AvatarSession", "LipstreamVideoGenerator"]
+
+log = logging.getLogger(__name__)
+
+# How long before its audio starts playing a video frame is handed to AvatarRunner: its
+# AVSynchronizer sends it at its next tick (up to 1/fps later, 40 ms at 25 fps) and this
+# generator checks the time only between audio frames (each up to 1/fps apart).
+VIDEO_LEAD_S = 0.04
+# The longest `clear_buffer` waits for the runner to take the frame it is pushing (it waits for
+# room in the AudioSource's 100 ms queue).
+CLEAR_WAIT_S = 0.2
+# The audio rate used when neither the caller nor the agent's TTS names one (most TTSs use it).
+DEFAULT_SAMPLE_RATE = 24000
+
+
+class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
+    """A LiveKit `VideoGenerator` backed by a lipstream session.
+
+    avatar: "default", a photo or video of one face (prepared on first use), a package made by
+    `lipstream prepare`, or an opened `lipstream.Avatar`; loaded at construction. driver /
+    renderer / fps / size (width, height) / preset: as `lipstream.Session` takes them (None: the
+    defaults: the avatar's fps and size, preset "low"). sample_rate: the audio rate given to
+    `AvatarRunner` in `avatar_options()` (pushed audio should come at it). clock: tests.
+
+    `AvatarRunner` pushes what this yields into an `AVSynchronizer`, which sends a video frame at
+    its next tick but queues audio in the `AudioSource` (up to 100 ms) before it plays: video and
+    audio are not timestamp-locked there. So each frame's audio is yielded as soon as it is made,
+    and its video frame is held back until that audio starts to play (by the AudioSource's own
+    queue model: audio plays in real time from when it is pushed, after what is queued before
+    it); without that a viewer sees the mouth about 100 ms ahead of the voice.
+    """
+
+    def __init__(self, avatar: str | os.PathLike | Avatar = "default", *, driver: str | None = None,
+                 renderer: str | None = None, fps: float | None = None,
+                 size: tuple[int | None, int | None] | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                 preset: str | Preset | None = None, clock: Clock | None = None):
+        self.stream = ReplyStream(avatar, driver=driver, renderer=renderer, fps=fps, size=size, preset=preset,
+                                  clock=clock)
+        self.sample_rate = sample_rate
+        self._taken = asyncio.Event()  # set while nothing handed out is still being pushed
+        self._taken.set()
+
+    def avatar_options(self) -> lk_avatar.AvatarOptions:
+        """Size, frame rate and audio format to give `AvatarRunner`."""
+        width, height = self.stream.size
+        return lk_avatar.AvatarOptions(video_width=width, video_height=height, video_fps=self.stream.fps,
+                                       audio_sample_rate=self.sample_rate, audio_channels=1)
+
+    async def push_audio(self, frame: rtc.AudioFrame | lk_avatar.AudioSegmentEnd) -> None:
+        """A chunk of the reply's audio, or the end of the reply."""
+        if isinstance(frame, lk_avatar.AudioSegmentEnd):
+            self.stream.end_reply()
+        else:
+            self.stream.push(frame.data, frame.sample_rate, frame.num_channels)
+
+    async def clear_buffer(self) -> None:
+        """Interruption: drop the rest of the reply and go idle at once. Returns once the runner
+        has taken the frame it was pushing, so that it counts that frame's audio before it
+        reports the position (and does not report the reply as started again)."""
+        for reply in self.stream.interrupt():
+            _log_reply(reply)
+        try:
+            await asyncio.wait_for(self._taken.wait(), CLEAR_WAIT_S)
+        except TimeoutError:
+            pass
+
+    def __aiter__(self):
+        return self._handed_out()
+
+    async def _handed_out(self):
+        async for out in self._frames():
+            self._taken.clear()
+            yield out
+            self._taken.set()
+
+    async def _frames(self):
+        """Each frame's audio as soon as it is made; its video frame when that audio starts to
+        play (see the class docstring); idle frames and the end of a reply after the held video."""
+        held: deque[tuple[float, rtc.VideoFrame]] = deque()  # (when its audio starts playing, video)
+        audio_end_s = 0.0  # when the audio handed out so far will have played (the AudioSource model)
+        generation = self.stream.generation
+        now = self.stream.clock.now
+        async for item in self.stream:
+            if generation != self.stream.generation:  # interrupted: the held video is stale
+                held.clear()
+                generation = self.stream.generation
+            if isinstance(item, ReplyEnd) or item.idle:  # the reply's last video frames first
+                while held:
+                    await asyncio.sleep(max(0.0, held[0][0] - VIDEO_LEAD_S - now()))
+                    if generation != self.stream.generation:
+                        held.clear()
+                        break
+                    yield held.popleft()[1]
+            if isinstance(item, ReplyEnd):
+                _log_reply(item.stats)
+                yield lk_avatar.AudioSegmentEnd()
+                continue
+            video = rtc.VideoFrame(*self.stream.size, rtc.VideoBufferType.RGB24, item.image.tobytes())
+            if item.idle:
+                yield video
+                continue
+            starts_s = max(now(), audio_end_s)
+            held.append((starts_s, video))
+            if len(item.audio):
+                audio_end_s = starts_s + len(item.audio) / item.sample_rate
+                yield _audio_frame(item)
+            while held and held[0][0] <= now() + VIDEO_LEAD_S and generation == self.stream.generation:
+                yield held.popleft()[1]
+
+    def close(self) -> None:
+        """Stop rendering; the iterator ends."""
+        self.stream.close()
+
+
+class AvatarSession(lk_avatar.AvatarSession):
+    """A lipstream avatar for an `AgentSession`, rendered in-process (see the module docstring).
+
+    Options as `LipstreamVideoGenerator`'s; the avatar is loaded here, at construction.
+    sample_rate None: the agent's TTS rate (else DEFAULT_SAMPLE_RATE).
+    """
+
+    def __init__(self, avatar: str | os.PathLike | Avatar = "default", *, driver: str | None = None,
+                 renderer: str | None = None, fps: float | None = None,
+                 size: tuple[int | None, int | None] | None = None, sample_rate: int | None = None,
+                 preset: str | Preset | None = None):
+        super().__init__()
+        self._sample_rate = sample_rate
+        self.video_generator = LipstreamVideoGenerator(avatar, driver=driver, renderer=renderer, fps=fps, size=size,
+                                                       sample_rate=sample_rate or DEFAULT_SAMPLE_RATE, preset=preset)
+        self.runner: lk_avatar.AvatarRunner | None = None
+        self._identity = ""
+
+    @property
+    def avatar_identity(self) -> str:
+        """The agent's own participant: the avatar publishes as the agent."""
+        return self._identity
+
+    @property
+    def provider(self) -> str:
+        return "lipstream"
+
+    async def start(self, agent_session, room: rtc.Room) -> None:
+        """Publish the avatar's video and audio in `room` and make it `agent_session`'s audio output."""
+        self._identity = room.local_participant.identity
+        rate = self._sample_rate or getattr(agent_session.tts, "sample_rate", None) or DEFAULT_SAMPLE_RATE
+        self.video_generator.sample_rate = rate
+        audio = lk_avatar.QueueAudioOutput(sample_rate=rate, wait_playback_start=True)
+        self.runner = lk_avatar.AvatarRunner(room, audio_recv=audio, video_gen=self.video_generator,
+                                             options=self.video_generator.avatar_options())
+        await self.runner.start()
+        agent_session.output.replace_audio_tail(audio)
+        await super().start(agent_session, room)
+
+    async def aclose(self) -> None:
+        """Stop the avatar. Unlike the base class, remove no participant: the avatar is the agent."""
+        room, self._room = self._room, None
+        if room is not None:
+            room.off("connection_state_changed", self._on_connection_state_changed)
+        await super().aclose()
+        if self.runner is not None:
+            await self.runner.aclose()
+            self.runner = None
+        self.video_generator.close()
+
+
+def _audio_frame(frame: Frame) -> rtc.AudioFrame:
+    return rtc.AudioFrame(to_pcm16(frame.audio), frame.sample_rate, frame.channels, len(frame.audio))
+
+
+def _log_reply(reply: ReplyStats) -> None:
+    ttff = reply.time_to_first_frame_s
+    log.info("lipstream reply %d%s: %.2f s of audio in %d frames, first frame %s after its first audio, "
+             "%d frames dropped", reply.number, " (interrupted)" if reply.interrupted else "", reply.seconds_out,
+             reply.frames, "-" if ttff is None else f"{ttff * 1000:.0f} ms", reply.dropped)
