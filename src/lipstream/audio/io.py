@@ -7,6 +7,9 @@ system package, in-process, and errors surface as Python exceptions we can expla
 
 A source is a path or a binary file object holding a media file, or raw samples: an array, or
 `bytes` of raw PCM16 (lipstream.audio.pcm), each with its sample_rate.
+
+A file's length is checked twice: from its header before decoding (a 3-hour silent FLAC is a
+couple of MB and refused at once), and while decoding (a header may lie), stopping at the limit.
 """
 
 from __future__ import annotations
@@ -133,6 +136,10 @@ def _opened(source, name: str) -> Iterator[av.container.InputContainer]:
         with av.open(source, metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise BadAudioError(f"{name} has no audio track; give an audio file or a video with sound")
+            claimed_s = _header_duration_s(container)
+            if claimed_s is not None and claimed_s > MAX_DURATION_S:
+                raise BadAudioError(f"{name} is {claimed_s / 60:.1f} min long; the limit is {MAX_DURATION_S // 60} "
+                                    "min per input: split it into shorter files")
             yield container
     except av.FFmpegError as exc:
         raise BadAudioError(f"{name} could not be decoded as audio ({exc}); is it a media file?") from exc
@@ -146,14 +153,41 @@ def _decode_file(source, name: str) -> np.ndarray:
     return np.clip(np.concatenate(chunks), -1.0, 1.0).astype(np.float32)
 
 
-def _decoded_frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame]:
-    """Decode the first audio stream, skipping packets the decoder rejects."""
+def audio_duration_s(path: str | os.PathLike) -> float | None:
+    """The duration (s) of the file's first audio stream as its header states it, without
+    decoding; None if the header doesn't say or the file can't be opened (decoding will tell)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return _header_duration_s(container) if container.streams.audio else None
+    except av.FFmpegError:
+        return None
+
+
+def _header_duration_s(container: av.container.InputContainer) -> float | None:
+    """The first audio stream's duration as its header states it (None if it doesn't)."""
     stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _decoded_frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame]:
+    """Decode the first audio stream, skipping packets the decoder rejects; stop once past
+    MAX_DURATION_S (the caller refuses that length), whatever the header said."""
+    stream = container.streams.audio[0]
+    decoded_s = 0.0
     for packet in container.demux(stream):
         try:
-            yield from packet.decode()
+            frames = packet.decode()
         except av.InvalidDataError:
             continue
+        for frame in frames:
+            yield frame
+            decoded_s += frame.samples / max(frame.sample_rate, 1)
+        if decoded_s > MAX_DURATION_S:
+            return
 
 
 def _resampled(frames: Iterator[av.AudioFrame]) -> Iterator[np.ndarray]:

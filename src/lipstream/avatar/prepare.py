@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lipstream import __version__
-from lipstream.avatar.media import is_image, read_image, resampled_video
+from lipstream.avatar.media import MediaLimits, is_image, read_image, resampled_video
 from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, file_sha256, is_package, release_row, write_manifest
 from lipstream.errors import BadAvatarError
 from lipstream.face.landmarks import FaceTracker, face_box
@@ -43,11 +43,13 @@ def prepare(
     fps: float = DEFAULT_FPS,
     name: str | None = None,
     progress: Progress | None = None,
+    limits: MediaLimits = MediaLimits(),
 ) -> Path:
     """Prepare `source` (photo or video path) into the package directory `out_dir`; returns it.
 
     Raises BadAvatarError for an unreadable source, no face, a face too small, a video shorter
-    than one second, or an out_dir that exists and is not an avatar package.
+    than one second, a source over `limits` (checked from its header), or an out_dir that exists
+    and is not an avatar package.
     """
     source, out_dir = Path(source), Path(out_dir)
     if not source.is_file():
@@ -62,7 +64,7 @@ def prepare(
     except OSError as exc:
         raise BadAvatarError(f"can't write the avatar to {out_dir}: {exc.strerror}") from None
     try:
-        _build(source, work, fps, name or out_dir.name, progress)
+        _build(source, work, fps, name or out_dir.name, progress, limits)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         work.rename(out_dir)
@@ -71,12 +73,12 @@ def prepare(
     return out_dir
 
 
-def _build(source: Path, work: Path, fps: float, name: str, progress: Progress | None) -> None:
+def _build(source: Path, work: Path, fps: float, name: str, progress: Progress | None, limits: MediaLimits) -> None:
     if is_image(source):
-        kind, count, frames = "image", 1, iter([read_image(source)])
+        kind, count, frames = "image", 1, iter([read_image(source, limits)])
     else:
         kind = "video"
-        count, frames = resampled_video(source, fps)
+        count, frames = resampled_video(source, fps, limits)
         if count < MIN_VIDEO_S * fps:
             raise BadAvatarError(
                 f"{source} is {count / fps:.2f} s long; a video avatar needs at least {MIN_VIDEO_S:.0f} s "
