@@ -6,14 +6,8 @@ import asyncio
 import base64
 import json
 import struct
-import os
-import socket
-import subprocess
-import sys
 import time
 import wave
-from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import cv2
@@ -23,59 +17,12 @@ import pytest
 import websockets
 
 from conftest import espeak
+from live_server import start_server, stop_server
 from lipstream.audio.clock import SAMPLE_RATE, FrameClock
 from lipstream.server import protocol as p
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SERVER_START_TIMEOUT_S = 120
-
-
-@dataclass
-class Server:
-    http: str
-    ws: str
-    avatars: Path
-    process: subprocess.Popen
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tmp: Path, **options) -> Server:
-    """`run_server` in a child process on a free loopback port; returns once /health answers."""
-    port = free_port()
-    avatars = tmp / "avatars"
-    kwargs = {"host": "127.0.0.1", "port": port, "avatars_dir": str(avatars), "workers": 2, "log_level": "warning",
-              **options}
-    code = f"from lipstream.server.app import run_server; run_server(**{kwargs!r})"
-    log = tmp / "server.log"
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                               env=os.environ.copy())
-    http = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{http}/health", timeout=1).status_code == 200:
-                return Server(http, f"ws://127.0.0.1:{port}/ws", avatars, process, log)
-        except httpx.TransportError:
-            time.sleep(0.3)
-    process.kill()
-    pytest.fail("server did not start")
-
-
-def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
 
 
 @pytest.fixture(scope="module")

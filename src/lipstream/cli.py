@@ -332,6 +332,16 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="Render worker processes (default: one per CPU core).")] = None,
     idle_timeout: Annotated[float, typer.Option(help="Seconds without a message before a session is closed.")] = 60.0,
     max_upload_mb: Annotated[int, typer.Option(help="Largest upload (photo, video, audio) in MiB.")] = 64,
+    max_image_mp: Annotated[float, typer.Option(
+        help="Most megapixels in an uploaded photo or video frame (read from its header, before decoding).")] = 25.0,
+    max_video_s: Annotated[float, typer.Option(
+        help="Longest uploaded video avatar in seconds (from its header and packets, before decoding).")] = 120.0,
+    max_audio_s: Annotated[float, typer.Option(
+        help="Longest audio a render job takes, in seconds (from its header, and while decoding).")] = 600.0,
+    job_timeout: Annotated[float, typer.Option(
+        help="Seconds a prepare or render job may run before it is stopped (and its files removed).")] = 600.0,
+    audio_rate: Annotated[float, typer.Option(
+        help="Most audio a session may send, as a multiple of real time; faster clients are slowed down.")] = 4.0,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level.")] = LogLevel.info,
 ) -> None:
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
@@ -343,7 +353,8 @@ def serve(
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer.value,
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
-               log_level=log_level.value)
+               max_image_pixels=round(max_image_mp * 1e6), max_video_s=max_video_s, max_audio_s=max_audio_s,
+               job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value)
 
 
 @app.command("select")

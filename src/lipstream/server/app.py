@@ -9,10 +9,12 @@
     POST /api/avatars           upload a photo or video (multipart: file, name) -> prepare job
     POST /api/render            multipart: audio, avatar, renderer, driver -> render job (mp4)
     GET  /api/jobs/{id}         a job's state and progress; /result downloads a render's mp4
+    DELETE /api/jobs/{id}       cancel a job (its process is stopped, its files removed)
     GET  /api/sessions          per-session stats
 
-With a token set, everything but / and /health needs `Authorization: Bearer TOKEN` (browsers'
-WebSockets can't send headers, so /ws also takes `?token=`). Bodies are limited in size.
+With a token set, everything but /, /health, /api/presets and /api/docs needs
+`Authorization: Bearer TOKEN`; only /ws also takes `?token=` (browsers' WebSockets can't send
+headers), and it is cut from the access log. Bodies, inputs and jobs are limited (docs/security.md).
 """
 
 from __future__ import annotations
@@ -37,13 +39,9 @@ from lipstream.server.connection import Connection
 from lipstream.server.jobs import MAX_WAITING_JOBS, JobRunner, sniff_media
 from lipstream.server.limits import BodySizeLimit
 from lipstream.server.protocol import MAX_MESSAGE_BYTES
-from lipstream.server.state import (
-    DEFAULT_IDLE_TIMEOUT_S,
-    DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_UPLOAD_BYTES,
-    ServerSettings,
-    ServerState,
-)
+from lipstream.server.redact import public_message
+from lipstream.server.state import ServerSettings, ServerState
+from lipstream.server.transport import BoundedWebSocketProtocol, HeaderTimeoutH11Protocol, install_log_filter
 from lipstream.stream.pool import WorkerPool
 from lipstream.session.presets import PRESETS
 
@@ -51,19 +49,23 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 COPY_CHUNK_BYTES = 1 << 20
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
+GRACEFUL_SHUTDOWN_S = 2  # open connections get this long after Ctrl+C; then they are cancelled
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The ASGI app; its lifespan starts the worker processes and the job runner."""
     state = ServerState(settings, WorkerPool(settings.workers, settings.avatars_dir))
-    jobs = JobRunner()
+    jobs = JobRunner(settings.job_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_log_filter()
         state.pool.start()
         jobs.start()
         psutil.cpu_percent(interval=None)  # the first reading starts the measurement
         yield
+        jobs.cancel_all()  # their processes stop while the workers do
         state.pool.stop()
         await jobs.stop()
 
@@ -72,7 +74,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.lipstream = state
 
     def authorize(request: Request) -> None:
-        if not settings.token_ok(_bearer(request.headers.get("authorization")) or request.query_params.get("token")):
+        if not settings.token_ok(_bearer(request.headers.get("authorization"))):
             raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -81,7 +83,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.exception_handler(LipstreamError)
     async def lipstream_error(request: Request, exc: LipstreamError) -> JSONResponse:
         """A client's mistake is a 4xx; the server's own failure (render, worker) a 5xx."""
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=http_status(exc))
+        return JSONResponse({"error": type(exc).__name__, "message": public_message(str(exc))},
+                            status_code=http_status(exc))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -90,10 +93,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/health")
     async def health() -> dict:
         return {
-            "status": "ok" if state.pool.alive == state.pool.size else "degraded",
+            "status": "ok" if state.pool.alive == state.pool.size and jobs.healthy else "degraded",
             "sessions": len(state.sessions),
             "maxSessions": settings.max_sessions,
             "workers": {"alive": state.pool.alive, "total": state.pool.size},
+            "jobs": {"running": jobs.healthy, "waiting": jobs.waiting()},
             "cpuPercent": psutil.cpu_percent(interval=None),
             "cpuCount": os.cpu_count(),
             "loadAverage": [round(x, 2) for x in os.getloadavg()],
@@ -115,11 +119,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.post("/api/avatars", status_code=202, dependencies=guarded)
     async def upload_avatar(file: Annotated[UploadFile, File()], name: Annotated[str, Form()],
-                            fps: Annotated[float, Form(gt=0, le=60)] = DEFAULT_FPS) -> dict:
+                            fps: Annotated[float, Form(gt=0, le=60)] = DEFAULT_FPS,
+                            replace: Annotated[bool, Form()] = False) -> dict:
         if settings.avatars_dir is None:
             raise HTTPException(400, "this server has no avatars directory: start it with --avatars DIR")
         if not SAFE_NAME.fullmatch(name):
             raise HTTPException(400, "the name must be letters, digits, '.', '_' or '-' (at most 64)")
+        _check_name_free(jobs, settings.avatars_dir, name, replace)
         suffix = sniff_media(await file.read(16))
         if suffix is None:
             raise HTTPException(415, "upload a photo (JPEG, PNG, WebP, BMP) or a video (MP4, MOV, MKV, WebM, AVI)")
@@ -128,7 +134,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         source = work / f"source{suffix}"
         await _save(file, source)
         job = jobs.submit("prepare", {"source": source, "target": settings.avatars_dir / name, "fps": fps,
-                                      "name": name}, work)
+                                      "name": name, "limits": settings.media_limits}, work)
         return job.public()
 
     @app.post("/api/render", status_code=202, dependencies=guarded)
@@ -137,17 +143,27 @@ def create_app(settings: ServerSettings) -> FastAPI:
                      driver: Annotated[str, Form(pattern=r"^[a-z_]{1,32}$")] = DEFAULT_DRIVER) -> dict:
         if not SAFE_NAME.fullmatch(avatar):
             raise HTTPException(400, "the avatar must be a name like 'default'")
+        if avatar != DEFAULT_NAME and not (settings.avatars_dir and is_package(settings.avatars_dir / avatar)):
+            raise HTTPException(404, f"no avatar {avatar!r} on this server (GET /api/avatars lists them)")
         _check_room(jobs)
         work = jobs.new_work_dir()
         source = work / "audio.bin"
         await _save(audio, source)
         job = jobs.submit("render", {"audio": source, "out": work / "render.mp4", "avatar": avatar,
-                                     "avatars_dir": settings.avatars_dir, "renderer": renderer, "driver": driver}, work)
+                                     "avatars_dir": settings.avatars_dir, "renderer": renderer, "driver": driver,
+                                     "max_audio_s": settings.max_audio_s}, work)
         return job.public()
 
     @app.get("/api/jobs/{job_id}", dependencies=guarded)
     async def job_state(job_id: str) -> dict:
         return _job(jobs, job_id).public()
+
+    @app.delete("/api/jobs/{job_id}", dependencies=guarded)
+    async def cancel_job(job_id: str) -> dict:
+        job = jobs.cancel(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id[:64]!r} (jobs are kept for an hour)")
+        return job.public()
 
     @app.get("/api/jobs/{job_id}/result", dependencies=guarded)
     async def job_result(job_id: str) -> FileResponse:
@@ -170,19 +186,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
 
 def run_server(host: str = "127.0.0.1", port: int = 8000, avatars_dir: str | os.PathLike | None = None,
-               max_sessions: int = DEFAULT_MAX_SESSIONS, token: str | None = None, renderer: str = "auto",
-               workers: int | None = None, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, log_level: str = "info") -> None:
-    """Serve until interrupted (what `lipstream serve` runs). Token None or "" = no auth."""
+               log_level: str = "info", **settings) -> None:
+    """Serve until interrupted (what `lipstream serve` runs). `settings` are ServerSettings' fields
+    (max_sessions, token, renderer, workers, idle_timeout_s, the limits); token None or "" = no auth."""
     import uvicorn
 
     if avatars_dir is not None:
         Path(avatars_dir).mkdir(parents=True, exist_ok=True)
-    settings = ServerSettings(avatars_dir=Path(avatars_dir) if avatars_dir else None, max_sessions=max_sessions,
-                              token=token or None, renderer=renderer, workers=workers, idle_timeout_s=idle_timeout_s,
-                              max_upload_bytes=max_upload_bytes)
-    uvicorn.run(create_app(settings), host=host, port=port, ws_max_size=MAX_MESSAGE_BYTES, log_level=log_level,
-                ws_ping_interval=20.0, ws_ping_timeout=20.0)
+    settings["token"] = settings.get("token") or None
+    app = create_app(ServerSettings(avatars_dir=Path(avatars_dir) if avatars_dir else None, **settings))
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                http=HeaderTimeoutH11Protocol, ws=BoundedWebSocketProtocol, ws_max_size=MAX_MESSAGE_BYTES,
+                ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_keep_alive=KEEP_ALIVE_S,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def http_status(exc: LipstreamError) -> int:
@@ -201,10 +217,20 @@ def _check_room(jobs: JobRunner) -> None:
         raise HTTPException(429, f"{MAX_WAITING_JOBS} jobs are already waiting; try again in a minute")
 
 
+def _check_name_free(jobs: JobRunner, avatars_dir: Path, name: str, replace: bool) -> None:
+    """Avatar names are owned: `default` is the server's, another one is replaced only on request."""
+    if name == DEFAULT_NAME:
+        raise HTTPException(403, f"'{DEFAULT_NAME}' is the server's own avatar; choose another name")
+    if jobs.pending("prepare", "name", name):
+        raise HTTPException(409, f"an avatar named {name!r} is being prepared; wait for that job or choose another name")
+    if (avatars_dir / name).exists() and not replace:
+        raise HTTPException(409, f"an avatar named {name!r} exists; send replace=true to replace it")
+
+
 def _job(jobs: JobRunner, job_id: str):
     job = jobs.jobs.get(job_id)
     if job is None:
-        raise HTTPException(404, f"no job {job_id!r} (jobs are kept for an hour)")
+        raise HTTPException(404, f"no job {job_id[:64]!r} (jobs are kept for an hour)")
     return job
 
 

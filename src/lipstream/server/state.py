@@ -6,6 +6,8 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lipstream.avatar.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_S, MediaLimits
+from lipstream.server.jobs import DEFAULT_JOB_TIMEOUT_S
 from lipstream.server.metrics import Metrics
 from lipstream.session.clock import Clock, RealClock
 from lipstream.stream.pool import WorkerPool
@@ -13,6 +15,8 @@ from lipstream.stream.pool import WorkerPool
 DEFAULT_MAX_SESSIONS = 8
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 2**20
+DEFAULT_MAX_AUDIO_S = 600.0  # an audio upload to render
+DEFAULT_MAX_AUDIO_RATE = 4.0
 
 
 @dataclass
@@ -26,6 +30,15 @@ class ServerSettings:
     workers: int | None = None  # worker processes; None = one per CPU core
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # a photo or a video frame, from its header
+    max_video_s: float = DEFAULT_MAX_VIDEO_S  # a video avatar, from its header and packets
+    max_audio_s: float = DEFAULT_MAX_AUDIO_S  # audio to render, from its header and while decoding
+    job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    max_audio_rate: float = DEFAULT_MAX_AUDIO_RATE  # audio a session may send, x real time
+
+    @property
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(self.max_image_pixels, self.max_video_s)
 
     def token_ok(self, given: str | None) -> bool:
         """True if no token is configured or `given` matches it (constant-time)."""
