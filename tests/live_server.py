@@ -95,7 +95,7 @@ async def normal_session(ws_url: str, headers: dict, samples: np.ndarray, rate: 
     step = rate // 50
     chunks = [samples[i : i + step] for i in range(0, len(samples), step)]
     start = {"type": "start", "preset": "balanced", "renderer": "static", "driver": "energy", "width": 128,
-             "sampleRate": rate, "idleFrames": False, **(start or {})}
+             "sampleRate": rate, **(start or {})}
     received, expected = set(), None
     async with websockets.connect(ws_url, additional_headers=headers, max_size=2**24) as ws:
         await ws.send(json.dumps(start))

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from conftest import AUTH
-from hostile_media import long_claim_video, png_bomb, silent_flac
+from adversarial.conftest import AUTH
+from adversarial.hostile_media import long_claim_video, png_bomb, silent_flac
 from live_server import health, tree_rss_mib
 
 REFUSED_WITHIN_S = 30

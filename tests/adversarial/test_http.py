@@ -9,7 +9,7 @@ import json
 import httpx
 import websockets
 
-from conftest import AUTH, TOKEN
+from adversarial.conftest import AUTH, TOKEN
 from lipstream.avatar.resolve import bundled_asset
 
 

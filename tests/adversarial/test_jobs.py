@@ -11,8 +11,8 @@ import wave
 import httpx
 import numpy as np
 
-from conftest import AUTH, TOKEN
-from hostile_media import still_video
+from adversarial.conftest import AUTH, TOKEN
+from adversarial.hostile_media import still_video
 from live_server import health, start_server, stop_server
 from lipstream.avatar.media import read_image
 from lipstream.avatar.resolve import bundled_asset

@@ -2,7 +2,10 @@
 
 The receive loop parses each message (every malformed one gets an error; too many close the
 connection), forwards audio to the session's worker and pauses reading while that worker has
-too much of this session's audio queued (backpressure reaches the client through TCP). The
+too much of this session queued (backpressure reaches the client through TCP). Audio is taken
+at most at `max_audio_rate` times real time (past a burst, reading pauses for the difference);
+other messages at most CONTROL_RATE_PER_S a second (past a burst of CONTROL_BURST, the
+connection is closed with RATE_LIMITED: nothing a client needs comes that fast). The
 send loop drains the outbox: frames past their deadline are dropped and counted, and when a
 slow client lets frames pile up past the preset's `queue_frames` the oldest is dropped, so a
 client that doesn't read never grows the server's memory.
@@ -24,6 +27,8 @@ from starlette.websockets import WebSocket
 from lipstream.errors import LipstreamError
 from lipstream.render.base import renderer_names
 from lipstream.server import protocol as p
+from lipstream.server.limits import TokenBucket
+from lipstream.server.redact import public_message
 from lipstream.server.state import ServerState
 from lipstream.stream.audio_in import MAX_CHUNK_S, AudioFormat
 from lipstream.stream.events import AudioOut, Dropped, Event, Failure, FrameOut, Status
@@ -37,6 +42,10 @@ MAX_QUEUED_MESSAGES = 512  # non-frame messages waiting for a slow client before
 STATS_INTERVAL_S = 1.0
 END_TIMEOUT_S = 10.0
 SEND_STALL_S = 15.0
+CONTROL_RATE_PER_S = 5.0  # start, flush, switch, end, ping: messages per second on average
+CONTROL_BURST = 20
+SWITCH_COST = 4  # a switch builds a renderer or driver at the worker (10-50 ms): it counts as 4 messages
+AUDIO_BURST_S = 5.0  # audio a session may send ahead of its rate limit
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1008, 1011, 1013
 
 
@@ -117,6 +126,9 @@ class Connection:
         self.closing = False
         self.flushed = asyncio.Event()
         self.need_keyframe = False
+        self.control_budget = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST)
+        self.audio_budget = TokenBucket(state.settings.max_audio_rate, AUDIO_BURST_S)
+        self.audio_wait_s = 0.0  # how long to stop reading so that audio comes at most at its rate
 
     async def run(self, authorized: bool) -> None:
         await self.ws.accept()
@@ -139,6 +151,9 @@ class Connection:
 
     async def _receive_loop(self) -> None:
         while not self.closing:
+            if self.audio_wait_s > 0:
+                await asyncio.sleep(self.audio_wait_s)
+                self.audio_wait_s = 0.0
             if self.handle is not None:
                 await self.handle.wait_for_room()
             try:
@@ -157,11 +172,26 @@ class Connection:
                     parsed = p.parse_binary(message["bytes"])
                 else:
                     continue
+                if not self._within_rate(parsed):
+                    return
                 await self._handle(parsed, arrived_s)
             except p.ProtocolError as exc:
                 self._error(exc.code, str(exc), exc.fatal)
             except LipstreamError as exc:
-                self._error(p.ERROR_CODES_BY_KIND.get(type(exc).__name__, p.INTERNAL), str(exc), False)
+                self._error(p.ERROR_CODES_BY_KIND.get(type(exc).__name__, p.INTERNAL), public_message(str(exc)),
+                            False)
+
+    def _within_rate(self, message: p.Message) -> bool:
+        """Charge the message to its budget; False (and the connection closing) past the control rate."""
+        if isinstance(message, p.Audio):
+            seconds = len(message.data) / message.fmt.bytes_per_frame / message.fmt.sample_rate
+            self.audio_wait_s = self.audio_budget.charge(seconds)
+            return True
+        if self.control_budget.take(SWITCH_COST if isinstance(message, p.Switch) else 1):
+            return True
+        self._fail(p.RATE_LIMITED, f"more than {CONTROL_BURST:g} control messages at once or "
+                                   f"{CONTROL_RATE_PER_S:g} a second; closing", CLOSE_POLICY)
+        return False
 
     async def _handle(self, message: p.Message, arrived_s: float) -> None:
         if isinstance(message, p.Start):
@@ -272,11 +302,12 @@ class Connection:
                 self._dropped(event.count, event.reason)
             elif isinstance(event, Failure):
                 code = p.ERROR_CODES_BY_KIND.get(event.kind, p.INTERNAL)
+                message = public_message(event.message)
                 if event.fatal:
                     self._release()
-                    self._fail(code, event.message, CLOSE_INTERNAL)
+                    self._fail(code, message, CLOSE_INTERNAL)
                 else:
-                    self._error(code, event.message, False)
+                    self._error(code, message, False)
 
     def _status(self, status: Status) -> None:
         detail = dict(status.detail)

@@ -1,8 +1,45 @@
-"""A limit on HTTP request bodies, enforced while they stream in (not trusting Content-Length)."""
+"""Limits on what a client may send: HTTP bodies (enforced while they stream in, not trusting
+Content-Length) and rates of WebSocket messages (token buckets on an injectable clock)."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """Allows `rate` units per second on average and bursts of up to `burst` units.
+
+    `clock` gives seconds (monotonic); tests pass their own.
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.level = burst
+        self._stamp = clock()
+
+    def take(self, amount: float = 1.0) -> bool:
+        """Take `amount` if the bucket holds it; False (taking nothing) if not."""
+        self._refill()
+        if self.level < amount:
+            return False
+        self.level -= amount
+        return True
+
+    def charge(self, amount: float) -> float:
+        """Take `amount` even if that overdraws the bucket; returns the seconds to wait before the
+        next use so that the average stays at `rate` (0 if not overdrawn)."""
+        self._refill()
+        self.level -= amount
+        return max(0.0, -self.level / self.rate)
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.level = min(self.burst, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
 
 
 class _TooLarge(Exception):

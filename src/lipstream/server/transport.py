@@ -25,6 +25,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 HEADER_TIMEOUT_S = 10.0
 WRITE_STALL_S = 15.0
+POLICY_VIOLATION = 1008
+POLICY_CLOSE_S = 1.0  # time for the close frame to leave before the socket is dropped
 
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -47,6 +49,16 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         self._cancel_stall_timer()
         if not self.read_paused and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    async def send(self, message) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.close" and message.get("code") == POLICY_VIOLATION and self.close_sent:
+            # A client closed for what it sent (a flood, bad messages) gets no more reading: what it
+            # queued before our close would otherwise be read and thrown away, possibly for seconds.
+            self.transport.pause_reading()
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(POLICY_CLOSE_S, self.transport.abort)
 
     async def receive(self):
         message = await super().receive()

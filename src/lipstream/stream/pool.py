@@ -38,16 +38,25 @@ log = logging.getLogger(__name__)
 # spins on every core and, measured here, doubled the CPU a session costs for no gain in speed.
 SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 MAX_INFLIGHT_AUDIO_S = 2.0  # audio a session may have queued at its worker before reads pause
+MAX_PENDING_COMMANDS = 16  # other commands a session may have waiting to go to its worker
 MAX_BATCH_MESSAGES = 256
 WARM_UP_FPS = 25.0
 WORKER_START_TIMEOUT_S = 120.0
+WORKER_STOP_S = 1.5
+OPEN_TIMEOUT_S = 30.0  # a session not started by then is refused (the worker is overloaded)
 
 Deliver = Callable[[list[Event]], None]
 
 
 @dataclass
 class SessionHandle:
-    """The server side of one session hosted by a worker process."""
+    """The server side of one session hosted by a worker process.
+
+    Two bounds keep what a session can queue at its worker small, whatever its client sends:
+    at most MAX_INFLIGHT_AUDIO_S of audio not yet processed, and at most MAX_PENDING_COMMANDS
+    other commands (flush, switch, ...) not yet written to the worker. Past either, the server
+    stops reading the session's socket (`wait_for_room`) until the worker catches up.
+    """
 
     session_id: str
     worker: _Worker
@@ -55,27 +64,35 @@ class SessionHandle:
     info: dict = field(default_factory=dict)
     inflight_s: float = 0.0
     closed: bool = False
+    commands_sent: int = 0  # counted on the event loop's thread
+    commands_written: int = 0  # counted on the worker's send thread
     _room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self):
+        self._room.set()
+
+    @property
+    def pending_commands(self) -> int:
+        return self.commands_sent - self.commands_written
 
     def audio(self, data: bytes, fmt: AudioFormat, arrived_s: float) -> None:
         self.inflight_s += len(data) / max(fmt.bytes_per_frame, 1) / max(fmt.sample_rate, 1)
-        if self.inflight_s > MAX_INFLIGHT_AUDIO_S:
-            self._room.clear()
+        self._update_room()
         self.worker.send(("audio", self.session_id, data, fmt, arrived_s))
 
     async def wait_for_room(self) -> None:
-        """Wait while too much of this session's audio is queued at its worker (backpressure)."""
-        if self.inflight_s > MAX_INFLIGHT_AUDIO_S and not self.closed:
+        """Wait while too much of this session is queued at its worker (backpressure)."""
+        while not self._room.is_set() and not self.closed:
             await self._room.wait()
 
     def flush(self) -> None:
-        self.worker.send(("flush", self.session_id))
+        self._command(("flush", self.session_id))
 
     def switch(self, renderer: str | None, driver: str | None) -> None:
-        self.worker.send(("switch", self.session_id, renderer, driver))
+        self._command(("switch", self.session_id, renderer, driver))
 
     def request_keyframe(self) -> None:
-        self.worker.send(("keyframe", self.session_id))
+        self._command(("keyframe", self.session_id))
 
     def close(self) -> None:
         if not self.closed:
@@ -84,10 +101,20 @@ class SessionHandle:
             self.worker.send(("close", self.session_id))
             self.worker.sessions.pop(self.session_id, None)
 
+    def _command(self, message: tuple) -> None:
+        self.commands_sent += 1
+        self._update_room()
+        self.worker.send(message, self)
+
     def _acked(self, seconds: float) -> None:
         self.inflight_s = max(0.0, self.inflight_s - seconds)
-        if self.inflight_s <= MAX_INFLIGHT_AUDIO_S:
+        self._update_room()
+
+    def _update_room(self) -> None:
+        if self.closed or (self.inflight_s <= MAX_INFLIGHT_AUDIO_S and self.pending_commands <= MAX_PENDING_COMMANDS):
             self._room.set()
+        else:
+            self._room.clear()
 
 
 class _Worker:
@@ -118,22 +145,29 @@ class _Worker:
         threading.Thread(target=self._send_loop, daemon=True, name=f"lipstream-send-{self.index}").start()
         threading.Thread(target=self._read_loop, daemon=True, name=f"lipstream-read-{self.index}").start()
 
-    def send(self, message: tuple) -> None:
-        self._outbox.put(message)
+    def send(self, message: tuple, handle: SessionHandle | None = None) -> None:
+        """Queue a message for the process; `handle` is told when it is written (its backlog)."""
+        self._outbox.put((message, handle))
 
-    def stop(self) -> None:
+    def stop(self, deadline: float) -> None:
+        """Ask the process to stop; kill it if it is still running at `deadline` (monotonic s)."""
         self.alive = False
         self._outbox.put(None)
-        self.process.join(timeout=5)
+        self.process.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.process.is_alive():
             self.process.kill()
 
     def _send_loop(self) -> None:
-        while (message := self._outbox.get()) is not None:
+        while (item := self._outbox.get()) is not None:
+            message, handle = item
             try:
                 self.conn.send(message)
             except (OSError, ValueError):
                 return
+            if handle is not None:
+                handle.commands_written += 1
+                if handle.pending_commands == MAX_PENDING_COMMANDS:  # it may be waiting for room
+                    self._call_soon(handle._update_room)
         try:
             self.conn.send(("stop",))
         except (OSError, ValueError):
@@ -160,6 +194,8 @@ class _Worker:
             future = self.pending_opens.pop(session_id, None)
             if future and not future.done():
                 future.set_result(rest[0])
+            elif not isinstance(rest[0], Failure):  # opened after the server gave up waiting: close it
+                self.send(("close", session_id))
             return
         handle = self.sessions.get(session_id)
         if kind == "events" and handle is not None:
@@ -194,9 +230,11 @@ class WorkerPool:
             worker.wait_ready()
 
     def stop(self) -> None:
+        """Stop every worker within WORKER_STOP_S (they stop at once unless mid-computation)."""
         self.stopping = True
+        deadline = time.monotonic() + WORKER_STOP_S
         for worker in self.workers:
-            worker.stop()
+            worker.stop(deadline)
         self.workers = []
 
     @property
@@ -215,7 +253,15 @@ class WorkerPool:
         handle = SessionHandle(session_id, worker, deliver)
         worker.sessions[session_id] = handle
         worker.send(("open", session_id, config))
-        result = await future
+        try:
+            result = await asyncio.wait_for(future, OPEN_TIMEOUT_S)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:  # the slot must not stay taken
+            worker.pending_opens.pop(session_id, None)
+            handle.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise LipstreamError(f"the server could not start the session in {OPEN_TIMEOUT_S:g} s (overloaded); "
+                                 "try again later") from None
         if isinstance(result, Failure):
             worker.sessions.pop(session_id, None)
             raise _as_error(result)

@@ -1,0 +1,1 @@
+"""Attacks on a live `lipstream serve`, one module per class of attack (docs/security.md)."""
