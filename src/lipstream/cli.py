@@ -549,6 +549,24 @@ def bench_load(
     console.print(out.read_text(), highlight=False)
 
 
+@bench_app.command("attack")
+@friendly
+def bench_attack(
+    fuzz_messages: Annotated[Optional[int], typer.Option(
+        help="Malformed messages to fuzz with (default: as many as `bench load`, 100,000).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
+) -> None:
+    """Issue 11's attacks (floods, unread pings, bombs, name theft, fuzzing) against `serve --token` on loopback."""
+    from lipstream.bench.attack import run_attack_bench
+
+    out = out or Path("bench/results/attack.json")
+    with console.status("attacking a local server (several minutes)"):
+        results = run_attack_bench(out=out, fuzz_messages=fuzz_messages)
+    console.print(out.read_text(), highlight=False)
+    if not results["holds"]:
+        raise typer.Exit(1)
+
+
 def _summary_line(summary) -> str:
     total_s = sum(summary.stage_ms.values()) / 1e3
     return (f"[green]wrote[/] {summary.path}: {summary.frames} frames, {summary.duration_s:.2f} s at "

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from adversarial.conftest import AUTH
-from adversarial.hostile_media import long_claim_video, png_bomb, silent_flac
+from lipstream.bench.hostile_media import long_claim_video, png_bomb, silent_flac
 from live_server import health, tree_rss_mib
 
 REFUSED_WITHIN_S = 30

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from adversarial.conftest import AUTH, TOKEN
-from adversarial.hostile_media import still_video
+from lipstream.bench.hostile_media import still_video
 from live_server import health, start_server, stop_server
 from lipstream.avatar.media import read_image
 from lipstream.avatar.resolve import bundled_asset

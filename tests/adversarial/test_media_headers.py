@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from adversarial.hostile_media import long_claim_video, png_bomb, silent_flac
+from lipstream.bench.hostile_media import long_claim_video, png_bomb, silent_flac
 from lipstream.audio.io import load_audio
 from lipstream.avatar.media import MediaLimits, read_image, video_frame_times
 from lipstream.errors import BadAudioError, BadAvatarError

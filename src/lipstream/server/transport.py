@@ -3,9 +3,9 @@
 Two things an app cannot see happen there:
 - **WebSocket pings** are answered by uvicorn as they are read, whatever the app does. A client
   that sends pings and never reads the pongs grew the server by 140-176 MiB in 10-20 s (also
-  before it had shown a token). Here reading stops while the socket's write buffer is over its
-  high-water mark (asyncio's `pause_writing`), so pongs are made only as fast as the client reads
-  them, and a socket that stays undrained for `WRITE_STALL_S` is aborted.
+  before it had shown a token). Here reading stops while the socket's write buffer holds over
+  WRITE_BUFFER_BYTES (asyncio's `pause_writing`), so pongs are made only as fast as the client
+  reads them, and a socket that stays undrained for `WRITE_STALL_S` is aborted.
 - **Request heads that never end**: uvicorn's h11 protocol times out idle keep-alive
   connections but not a request head that arrives slowly or stops half-way (200 such sockets
   were held for a whole test run). Here a head must be complete within `HEADER_TIMEOUT_S` of its
@@ -25,6 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 HEADER_TIMEOUT_S = 10.0
 WRITE_STALL_S = 15.0
+WRITE_BUFFER_BYTES = 2**20  # unsent bytes past which reading stops (and pongs with it)
 POLICY_VIOLATION = 1008
 POLICY_CLOSE_S = 1.0  # time for the close frame to leave before the socket is dropped
 
@@ -36,6 +37,9 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        # asyncio's default high-water mark (64 KiB) is less than one 512 px frame: reading would
+        # pause at every frame. A client that lets a full megabyte wait is not reading.
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         self._stall_timer = None
 
     def pause_writing(self) -> None:

@@ -1,4 +1,4 @@
-"""Small files that claim to be huge, made on the fly (nothing is stored in the repo).
+"""Small files that claim to be huge, made on the fly for the attack bench and the adversarial tests.
 
 - `png_bomb`: a real, valid 20000 x 20000 grey PNG of 389 KB (zlib squeezes 400 MB of zero rows
   1000:1); decoded as RGB it would be 1.2 GB.
