@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -131,8 +132,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise HTTPException(415, "upload a photo (JPEG, PNG, WebP, BMP) or a video (MP4, MOV, MKV, WebM, AVI)")
         _check_room(jobs)
         work = jobs.new_work_dir()
-        source = work / f"source{suffix}"
-        await _save(file, source)
+        source = await _save(file, work / f"source{suffix}")
         job = jobs.submit("prepare", {"source": source, "target": settings.avatars_dir / name, "fps": fps,
                                       "name": name, "limits": settings.media_limits}, work)
         return job.public()
@@ -147,8 +147,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise HTTPException(404, f"no avatar {avatar!r} on this server (GET /api/avatars lists them)")
         _check_room(jobs)
         work = jobs.new_work_dir()
-        source = work / "audio.bin"
-        await _save(audio, source)
+        source = await _save(audio, work / "audio.bin")
         job = jobs.submit("render", {"audio": source, "out": work / "render.mp4", "avatar": avatar,
                                      "avatars_dir": settings.avatars_dir, "renderer": renderer, "driver": driver,
                                      "max_audio_s": settings.max_audio_s}, work)
@@ -234,11 +233,17 @@ def _job(jobs: JobRunner, job_id: str):
     return job
 
 
-async def _save(upload: UploadFile, path: Path) -> None:
-    await upload.seek(0)
-    with path.open("wb") as out:
-        while chunk := await upload.read(COPY_CHUNK_BYTES):
-            out.write(chunk)
+async def _save(upload: UploadFile, path: Path) -> Path:
+    """Copy the upload into its job's folder (the folder goes if that fails)."""
+    try:
+        await upload.seek(0)
+        with path.open("wb") as out:
+            while chunk := await upload.read(COPY_CHUNK_BYTES):
+                out.write(chunk)
+    except BaseException:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    return path
 
 
 def _list_avatars(avatars_dir: Path | None) -> list[dict]:
