@@ -148,6 +148,7 @@ def attack_switch_flood(server: ServerProcess) -> dict:
     """The flood comes from another process (an attacker is another client: sharing this one's
     event loop would starve the normal client's reading, not the server)."""
     audio = looped_speech(SESSION_S)
+    normal_before = asyncio.run(seed_session(server.url, audio))  # the machine's own share, no attack
     with MemoryWatch(server) as memory, ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as attacker:
         flood_future = attacker.submit(_run_switch_flood, server.url, FLOOD_S)
         normal_during = asyncio.run(seed_session(server.url, audio))
@@ -155,7 +156,8 @@ def attack_switch_flood(server: ServerProcess) -> dict:
     normal_after = asyncio.run(seed_session(server.url, audio))
     holds = (min(normal_during["share"], normal_after["share"]) >= BARS["frame_share"]
              and memory.after - memory.baseline < BARS["flood_growth_mib"])
-    return {"flood": flood, "normal_session_during": normal_during, "normal_session_after": normal_after,
+    return {"flood": flood, "normal_session_before": normal_before, "normal_session_during": normal_during,
+            "normal_session_after": normal_after,
             "memory": memory.report(), "holds": holds}
 
 
@@ -226,19 +228,25 @@ def run_attack_bench(out: Path | None = None, fuzz_messages: int | None = None) 
     """Every attack above against one `serve --token` on loopback; writes the JSON to `out`."""
     results: dict = {"machine": machine_info(), "bars": BARS, "flood_s": FLOOD_S}
     tmp = Path(tempfile.mkdtemp(prefix="lipstream-attack-"))
+    fuzz = {} if fuzz_messages is None else {"messages": fuzz_messages}
+    attacks = {
+        "jobs_in_a_row": attack_jobs_in_a_row,
+        "switch_flood": attack_switch_flood,
+        "unread_pings": attack_unread_pings,
+        "upload_named_default": attack_upload_default,
+        "video_claiming_3h": lambda server: attack_huge_input(
+            server, "/api/avatars", "file", hostile_media.long_claim_video(tmp / "long.mkv"), {"name": "long"}),
+        "png_20000x20000": lambda server: attack_huge_input(
+            server, "/api/avatars", "file", hostile_media.png_bomb(tmp / "bomb.png"), {"name": "bomb"}),
+        "flac_silent_3h": lambda server: attack_huge_input(
+            server, "/api/render", "audio", hostile_media.silent_flac(tmp / "silence.flac"), {}),
+        "fuzz": lambda server: bench_fuzz(server.url, server, SESSION_S, headers=AUTH, **fuzz),
+    }
     with ServerProcess(token=TOKEN, avatars_dir=str(tmp / "avatars"), workers=2) as server:
-        results["jobs_in_a_row"] = attack_jobs_in_a_row(server)
-        results["switch_flood"] = attack_switch_flood(server)
-        results["unread_pings"] = attack_unread_pings(server)
-        results["upload_named_default"] = attack_upload_default(server)
-        results["video_claiming_3h"] = attack_huge_input(
-            server, "/api/avatars", "file", hostile_media.long_claim_video(tmp / "long.mkv"), {"name": "long"})
-        results["png_20000x20000"] = attack_huge_input(
-            server, "/api/avatars", "file", hostile_media.png_bomb(tmp / "bomb.png"), {"name": "bomb"})
-        results["flac_silent_3h"] = attack_huge_input(
-            server, "/api/render", "audio", hostile_media.silent_flac(tmp / "silence.flac"), {})
-        fuzz = {} if fuzz_messages is None else {"messages": fuzz_messages}
-        results["fuzz"] = bench_fuzz(server.url, server, SESSION_S, headers=AUTH, **fuzz)
+        for name, attack in attacks.items():
+            load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+            results[name] = {**attack(server), "load_average_1m": [round(load_before, 2),
+                                                                   round(os.getloadavg()[0], 2)]}
         results["server_alive"] = server.process.poll() is None
     results["holds"] = all(v.get("holds", True) for v in results.values() if isinstance(v, dict))
     if out is not None:
