@@ -44,7 +44,7 @@ END_TIMEOUT_S = 10.0
 SEND_STALL_S = 15.0
 CONTROL_RATE_PER_S = 5.0  # start, flush, switch, end, ping: messages per second on average
 CONTROL_BURST = 20
-SWITCH_COST = 10  # a switch builds a renderer or driver at the worker (10-50 ms of its CPU): 2 per burst
+SWITCH_COST = 4  # a switch builds a renderer or driver at the worker (10-50 ms of its CPU): 5 per burst
 AUDIO_BURST_S = 5.0  # audio a session may send ahead of its rate limit
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1008, 1011, 1013
 
