@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
+import av
+import numpy as np
 import pytest
 
 from lipstream.bench.hostile_media import long_claim_video, png_bomb, silent_flac
@@ -26,3 +29,22 @@ def test_limits_checked_from_headers(tmp_path):
     with pytest.raises(BadAudioError, match="31.0 min long; the limit is 30 min"):
         load_audio(flac)
     assert time.process_time() - started < 1.0  # refused from the header, not after decoding
+    with pytest.raises(BadAvatarError, match="at most 1 s at 240 fps"):  # 300 frames 1 ms apart
+        video_frame_times(crowded_video(tmp_path / "crowded.mkv", 300), MediaLimits(max_video_s=1.0))
+
+
+def crowded_video(path, frames: int):
+    """`frames` tiny frames 1 ms apart: a short video that holds far too many frames."""
+    ms = Fraction(1, 1000)
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("mpeg4", rate=1000)
+        stream.width = stream.height = 16
+        stream.pix_fmt, stream.codec_context.time_base = "yuv420p", ms
+        for pts in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, ms
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -25,6 +25,7 @@ from lipstream.errors import BadAvatarError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_MAX_PIXELS = 25_000_000  # a 24 MP camera's photo (6000 x 4000) passes; decoded RGB: 75 MB
 DEFAULT_MAX_VIDEO_S = 120.0
+MAX_SOURCE_FPS = 240  # frames per second of video a source may hold (packets counted while demuxing)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def video_frame_times(path: Path, limits: MediaLimits = MediaLimits()) -> tuple[
                 packets.append((packet.pts, packet.duration or 0))
                 first = packet.pts if first is None else min(first, packet.pts)
                 _check_duration(path, (packet.pts - first) * base, limits)
+                if len(packets) > limits.max_video_s * MAX_SOURCE_FPS:
+                    raise BadAvatarError(f"{path.name} has over {len(packets) - 1} frames; a video avatar may have "
+                                         f"at most {limits.max_video_s:g} s at {MAX_SOURCE_FPS} fps")
     except av.FFmpegError as exc:
         raise BadAvatarError(f"{path.name} could not be read as a video ({exc})") from exc
     if not packets:
