@@ -126,8 +126,8 @@ class Connection:
         self.closing = False
         self.flushed = asyncio.Event()
         self.need_keyframe = False
-        self.control_budget = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST)
-        self.audio_budget = TokenBucket(state.settings.max_audio_rate, AUDIO_BURST_S)
+        self.control_budget = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST, state.clock.now)
+        self.audio_budget = TokenBucket(state.settings.max_audio_rate, AUDIO_BURST_S, state.clock.now)
         self.audio_wait_s = 0.0  # how long to stop reading so that audio comes at most at its rate
 
     async def run(self, authorized: bool) -> None:
