@@ -14,7 +14,7 @@ TOKEN = "adversarial-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once the attacks are done, not at the end of the suite
 def server(tmp_path_factory):
     s = start_server(tmp_path_factory.mktemp("attacked"), token=TOKEN, max_sessions=4, idle_timeout_s=10.0,
                      max_upload_bytes=8 * 2**20, max_video_s=30.0, max_audio_s=120.0, job_timeout_s=120.0,

@@ -4,7 +4,9 @@ leaves no process and no job file behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import subprocess
 import threading
 import time
 
@@ -21,7 +23,7 @@ STOP_WITHIN_S = 5.0
 
 def test_first_ctrl_c_stops_everything_within_5_s(tmp_path_factory, speech16):
     samples, rate = speech16
-    server = start_server(tmp_path_factory.mktemp("interrupted"), token=TOKEN, workers=2)
+    server = start_server(tmp_path_factory.mktemp("interrupted"), token=TOKEN, workers=2, log_level="info")
     children = psutil.Process(server.process.pid).children(recursive=True)
     api = httpx.Client(base_url=server.http, headers=AUTH, timeout=30)
     job = api.post("/api/render", files={"audio": ("a.wav", wav_bytes(np.tile(samples, 5), rate))}).json()
@@ -33,12 +35,11 @@ def test_first_ctrl_c_stops_everything_within_5_s(tmp_path_factory, speech16):
     children = psutil.Process(server.process.pid).children(recursive=True)
     started = time.monotonic()
     server.process.send_signal(signal.SIGINT)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         server.process.wait(STOP_WITHIN_S + 5)
-    finally:
-        if server.process.poll() is None:
-            server.process.kill()
     elapsed = time.monotonic() - started
+    if server.process.poll() is None:
+        server.process.kill()
     assert elapsed < STOP_WITHIN_S, f"took {elapsed:.1f} s: {server.log.read_text()[-1500:]}"
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
