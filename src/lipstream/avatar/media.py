@@ -36,6 +36,12 @@ class MediaLimits:
     max_video_s: float = DEFAULT_MAX_VIDEO_S
 
 
+# What `prepare` accepts from a local user (the CLI, the API): any length of video, since
+# footage is the bank's material; the pixel bound stays (a decompression bomb is a mistake anywhere).
+# The server passes its own, tighter limits (serve --max-video-s).
+LOCAL_LIMITS = MediaLimits(max_video_s=float("inf"))
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

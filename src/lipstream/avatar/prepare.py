@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lipstream import __version__
-from lipstream.avatar.media import MediaLimits, is_image, read_image, resampled_video
+from lipstream.avatar.media import LOCAL_LIMITS, MediaLimits, is_image, read_image, resampled_video
 from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, file_sha256, is_package, release_row, write_manifest
 from lipstream.errors import BadAvatarError
 from lipstream.face.landmarks import FaceTracker, face_box
@@ -43,7 +43,7 @@ def prepare(
     fps: float = DEFAULT_FPS,
     name: str | None = None,
     progress: Progress | None = None,
-    limits: MediaLimits = MediaLimits(),
+    limits: MediaLimits = LOCAL_LIMITS,
 ) -> Path:
     """Prepare `source` (photo or video path) into the package directory `out_dir`; returns it.
 
