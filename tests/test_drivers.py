@@ -149,3 +149,31 @@ def test_accuracy_lag_is_positive_when_the_prediction_is_late():
     late = np.r_[np.zeros(3), mouth[:-3]].astype(np.float32)  # the same curve, 3 frames (120 ms) late
     result = lagged_correlation(late, mouth, np.ones(200, bool), fps=25.0)
     assert result["best_lag_ms"] == 120.0 and result["best_r"] > 0.99 and result["r_lag0"] < 0.3
+
+
+@pytest.mark.parametrize("preset", ["ultra_low", "low"])
+def test_live_presets_close_the_mouth_in_pauses_on_their_short_lookahead(preset, with_pauses):
+    from lipstream.bench.drivers import _live_track, open_in_long_silence
+    from lipstream.session.presets import get_preset
+
+    audio, pauses = with_pauses
+    p = get_preset(preset)
+    assert p.lookahead_ms <= (60 if preset == "ultra_low" else 120)
+    track = _live_track(get_driver(p.driver, FPS), audio, FPS, p)
+    assert len(track) == FrameClock(FPS).frame_count(len(audio))
+    counted = open_in_long_silence(track.effective_aperture(), speech_mask(audio, FPS), FPS)
+    assert counted["long_silence_frames"] >= 15 and counted["open_in_long_silence"] == 0
+    # and the live track still follows the offline one on speech
+    offline = get_driver(p.driver, FPS).drive(audio).effective_aperture()
+    assert np.corrcoef(track.effective_aperture(), offline)[0, 1] > 0.7
+
+
+def test_open_in_long_silence_counts_open_frames_past_the_ramps():
+    from lipstream.bench.drivers import open_in_long_silence
+
+    speech = np.array([1] * 5 + [0] * 10 + [1] * 3 + [0] * 4 + [1] * 2, bool)  # silences of 400 and 160 ms
+    aperture = np.zeros(len(speech), np.float32)
+    aperture[5:7] = 0.5  # inside the 70 ms closing ramp (2 frames at 25 fps): not counted
+    aperture[9] = 0.2  # open mid-silence: counted
+    aperture[19] = 0.9  # in the short silence: not counted
+    assert open_in_long_silence(aperture, speech, 25.0) == {"long_silence_frames": 6, "open_in_long_silence": 1}

@@ -201,6 +201,8 @@ def render(
         help="The input audio at its own rate and channels as AAC, as PCM (.mov/.mkv; bit-exact for 16-bit input), "
              "as FLAC, or copied unchanged from the input file.")] = AudioCodec.aac,
     still: Annotated[bool, typer.Option("--still", help="No blinks or head sway on a photo avatar.")] = False,
+    live_preset: Annotated[Optional[str], typer.Option(
+        help="Render as a live stream of this preset would (its look-ahead and driver): what `serve` sends.")] = None,
     evaluate: Annotated[bool, typer.Option("--eval", help="Measure the output's A/V offset after rendering.")] = False,
 ) -> None:
     """Render AUDIO spoken by an avatar into a video (.mp4, .mov or .mkv) with the input audio muxed in sync."""
@@ -208,10 +210,14 @@ def render(
     from lipstream.offline import RenderOptions, render_file
     from lipstream.sinks.mp4 import check_audio_codec, check_writable
 
+    from lipstream.session.presets import get_preset
+
     check_writable(out)
     check_audio_codec(out, audio_codec.value)
+    if live_preset is not None:
+        get_preset(live_preset)  # a typo fails now, not after decoding
     options = RenderOptions(fps=fps, size=parse_size(size), driver=_value(driver), renderer=renderer.value,
-                            quality=quality.value, still=still, audio_codec=audio_codec.value)
+                            quality=quality.value, still=still, audio_codec=audio_codec.value, live_preset=live_preset)
     bar, callback = progress_bar("rendering")
     with bar:
         package = resolve_avatar(avatar, fps=fps or 25.0, progress=callback)
@@ -475,13 +481,17 @@ def bench_render(
 def bench_drivers(
     media: Annotated[Path, typer.Option(help="A folder of real talking-face clips (*.mp4) with their audio.")],
     fps: Annotated[float, typer.Option(help="Video frame rate to compare at.")] = 25.0,
+    preset: Annotated[str | None, typer.Option(
+        help="Run the drivers live with this preset's look-ahead and context (default: offline, whole clips).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/driver-accuracy.json"),
 ) -> None:
     """How well each driver predicts the real mouth aperture of clips from their own audio."""
     from lipstream.bench.drivers import run_driver_accuracy, write_results
+    from lipstream.session.presets import get_preset
 
+    live = get_preset(preset) if preset else None
     with console.status(f"measuring drivers on {media}"):
-        result = run_driver_accuracy(media, fps)
+        result = run_driver_accuracy(media, fps, preset=live)
     write_results(result, out)
     console.print(f"[green]wrote[/] {out}")
 

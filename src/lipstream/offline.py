@@ -6,11 +6,15 @@ The audio is read as it is (its own rate and channels), pushed whole into a `Ses
 `live=False` and ended; the frames come out with their exact slices of that audio, and the file
 gets exactly those samples back (AAC at the input rate by default). No loop of its own: what
 the video shows and when is decided by the session, as for live streams.
+
+With `live_preset`, the audio is pushed as a live session of that preset gets it (LIVE_CHUNK_MS
+chunks in simulated real time, frames decided on the preset's look-ahead, no deadlines), so the
+file shows what a live stream of that preset looks like, for `lipstream eval` to measure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +22,11 @@ from lipstream.audio.clock import FrameClock
 from lipstream.audio.io import AudioSource, read_audio
 from lipstream.avatar.package import AvatarPackage
 from lipstream.errors import NotSupportedError
-from lipstream.session import Clock, RealClock, Session
+from lipstream.session import Clock, Frame, ManualClock, RealClock, Session
 from lipstream.sinks.mp4 import Mp4Writer, check_audio_codec, check_writable, container_format
 
 Progress = Callable[[int, int], None]
+LIVE_CHUNK_MS = 20.0
 
 
 @dataclass
@@ -39,6 +44,7 @@ class RenderOptions:
     still: bool = False
     audio_codec: str = "aac"
     renderer_options: dict = field(default_factory=dict)
+    live_preset: str | None = None
 
 
 @dataclass
@@ -81,16 +87,21 @@ def render_file(avatar: AvatarPackage, audio: AudioSource, out_path: str | Path,
     stage_ms: dict[str, float] = {}
     with _timed(clock, stage_ms, "decode"):
         samples, rate = read_audio(audio, sample_rate)
+    live = options.live_preset is not None
     session = Session(avatar, fps=options.fps, size=options.size, driver=options.driver, renderer=options.renderer,
-                      still=options.still, renderer_options=options.renderer_options, live=False,
-                      refuse_silence=True, even_size=True, clock=clock)
+                      still=options.still, renderer_options=options.renderer_options, live=live,
+                      preset=options.live_preset, deadlines=False, idle_frames=False,
+                      refuse_silence=not live, even_size=True, clock=ManualClock(0.0) if live else clock)
     total = FrameClock(session.fps, rate).frame_count(len(samples))
-    with _timed(clock, stage_ms, "render"):
-        session.push_audio(samples, rate)
-        session.end()
+    if live:
+        frames = _pushed_live(session, samples, rate)
+    else:
+        with _timed(clock, stage_ms, "render"):
+            session.push_audio(samples, rate)
+            session.end()
+        frames = iter(session)
     writer = Mp4Writer(out_path, session.fps, session.size, rate, samples.shape[1], quality=options.quality,
                        audio_codec="aac" if copy_from is not None else options.audio_codec, copy_audio_from=copy_from)
-    frames = iter(session)
     done = 0
     try:
         while True:
@@ -111,6 +122,18 @@ def render_file(avatar: AvatarPackage, audio: AudioSource, out_path: str | Path,
     return RenderSummary(path=out_path, frames=done, duration_s=len(samples) / rate, fps=session.fps,
                          size=session.size, driver=session.driver_name, renderer=session.renderer,
                          sample_rate=rate, channels=samples.shape[1], stage_ms=stage_ms)
+
+
+def _pushed_live(session: Session, samples, rate: int) -> Iterator[Frame]:
+    """Frames of `session` (on a ManualClock) fed `samples` (n, channels) in LIVE_CHUNK_MS chunks,
+    each frame made as soon as the chunks so far allow it, as in a live stream."""
+    chunk = max(1, int(rate * LIVE_CHUNK_MS / 1000))
+    for start in range(0, len(samples), chunk):
+        session.clock.advance(chunk / rate)
+        session.push_audio(samples[start : start + chunk], rate)
+        yield from (item for item in session.poll() if isinstance(item, Frame))
+    session.end()
+    yield from session
 
 
 class _timed:

@@ -5,6 +5,12 @@ For every video in a folder: the measured inner-lip aperture per frame (face-mes
 clip's own audio, and against a loudness-only baseline (per-frame RMS). Pearson r is taken over
 the frames with speech (`speech_mask`, dilated by 2 frames), at lag 0 and at the best lag within
 +-200 ms. Landmarks are cached per clip in a temporary folder so reruns are fast.
+
+With a preset, each driver runs as a live session runs it (`StreamingDriver` with the preset's
+context and look-ahead, fed 20 ms chunks, progressive), so the figures are what that preset costs
+in accuracy. Every run also counts the frames whose mouth is open (effective aperture above
+OPEN_APERTURE) in silences of at least LONG_SILENCE_MS by the whole clip's VAD, beyond the
+CLOSE_RAMP_MS the mouth is meant to take to close (and to open before speech).
 """
 
 from __future__ import annotations
@@ -28,10 +34,17 @@ from lipstream.errors import NotSupportedError
 from lipstream.face import measure_mouth, track_faces
 from lipstream.face.landmarks import LANDMARK_MODEL
 from lipstream.motion.drivers import DEFAULT_DRIVER, DRIVER_NAMES, get_driver
+from lipstream.motion.params import MouthTrack
+from lipstream.motion.smoothing import CLOSE_RAMP_MS
+from lipstream.motion.streaming import StreamingDriver
+from lipstream.session.presets import Preset
 
 BASELINE_NAME = "loudness"
 MAX_LAG_MS = 200.0
 SPEECH_DILATE_FRAMES = 2
+LONG_SILENCE_MS = 300.0
+OPEN_APERTURE = 0.05  # effective aperture (0 closed .. 1 wide open) above which a mouth counts as open
+LIVE_CHUNK_MS = 20.0
 LAG_CONVENTION = (
     "lag_ms > 0: the prediction is late, i.e. the real mouth moved lag_ms before the predicted "
     "curve; r(lag) = corr(prediction[k + n], measured[k]) with n = lag_ms * fps / 1000 frames"
@@ -52,11 +65,14 @@ def run_driver_accuracy(
     fps: float = 25.0,
     drivers: Sequence[str] = DRIVER_NAMES,
     cache_dir: Path | None = None,
+    preset: Preset | None = None,
 ) -> dict:
     """Measure every driver (and the loudness baseline) on every *.mp4 in media_dir at fps.
 
+    preset: run the drivers live with its context and look-ahead (None: offline, whole clips).
     Returns a JSON-ready dict: per clip and per predictor r at lag 0, best r and its lag (ms),
-    the median of each over clips, and the machine the run was made on.
+    frames open in long silences, the median of each over clips (open frames summed), and the
+    machine the run was made on.
     """
     paths = sorted(Path(media_dir).glob("*.mp4"))
     if not paths:
@@ -75,9 +91,10 @@ def run_driver_accuracy(
         row = {"clip": clip.name, "frames": int(len(clip.aperture)), "speech_frames": int(mask.sum())}
         for name in predictors:
             start = time.perf_counter()
-            predicted = _predict(name, clip.audio, fps)
+            predicted = _predict(name, clip.audio, fps, preset)
             seconds[name] += time.perf_counter() - start
             row[name] = lagged_correlation(predicted, clip.aperture, mask, fps)
+            row[name].update(open_in_long_silence(predicted, speech_mask(clip.audio, fps), fps))
         clips.append(row)
     summary = {
         name: {
@@ -85,6 +102,8 @@ def run_driver_accuracy(
             "median_best_r": _median(c[name]["best_r"] for c in clips),
             "median_best_lag_ms": _median(c[name]["best_lag_ms"] for c in clips),
             "real_time_factor": round(seconds[name] / audio_seconds, 4),
+            "long_silence_frames": sum(c[name]["long_silence_frames"] for c in clips),
+            "open_in_long_silence": sum(c[name]["open_in_long_silence"] for c in clips),
         }
         for name in predictors
     }
@@ -92,6 +111,10 @@ def run_driver_accuracy(
         "benchmark": "driver-accuracy",
         "media_dir": str(media_dir),
         "fps": fps,
+        "mode": (f"live: preset {preset.name}, look-ahead {_lookahead_ms(preset)} ms, context "
+                 f"{preset.context_ms:g} ms, {LIVE_CHUNK_MS:g} ms chunks" if preset else "offline: whole clips"),
+        "long_silence": (f"frames with effective aperture > {OPEN_APERTURE} in silences >= {LONG_SILENCE_MS:g} ms "
+                         f"(speech_mask of the whole clip), {CLOSE_RAMP_MS:g} ms closing/opening ramps excluded"),
         "measure": f"inner-lip aperture / outer-eye distance ({LANDMARK_MODEL}), Pearson r",
         "frames_used": f"speech_mask dilated by {SPEECH_DILATE_FRAMES} frames, face found",
         "max_lag_ms": MAX_LAG_MS,
@@ -142,10 +165,45 @@ def lagged_correlation(predicted: np.ndarray, measured: np.ndarray, mask: np.nda
     }
 
 
-def _predict(name: str, audio: np.ndarray, fps: float) -> np.ndarray:
+def open_in_long_silence(predicted: np.ndarray, speech: np.ndarray, fps: float) -> dict:
+    """Frames (of (T,) effective apertures) in silences >= LONG_SILENCE_MS of the (T,) speech mask,
+    ramps of CLOSE_RAMP_MS at both ends left out, and how many of them are open (> OPEN_APERTURE)."""
+    n = min(len(predicted), len(speech))
+    ramp = int(np.ceil(CLOSE_RAMP_MS * fps / 1000.0))
+    change = np.diff(np.concatenate([[False], ~np.asarray(speech[:n], bool), [False]]).astype(np.int8))
+    frames = opened = 0
+    for start, end in zip(np.flatnonzero(change == 1), np.flatnonzero(change == -1)):  # silent [start, end)
+        if (end - start) * 1000.0 / fps < LONG_SILENCE_MS:
+            continue
+        inner = predicted[start + (ramp if start > 0 else 0) : end - (ramp if end < n else 0)]
+        frames += len(inner)
+        opened += int((inner > OPEN_APERTURE).sum())
+    return {"long_silence_frames": frames, "open_in_long_silence": opened}
+
+
+def _predict(name: str, audio: np.ndarray, fps: float, preset: Preset | None = None) -> np.ndarray:
     if name == BASELINE_NAME:
         return frame_features(audio, fps).rms
-    return get_driver(name, fps).drive(audio).effective_aperture()
+    if preset is None:
+        return get_driver(name, fps).drive(audio).effective_aperture()
+    return _live_track(get_driver(name, fps), audio, fps, preset).effective_aperture()
+
+
+def _live_track(driver, audio: np.ndarray, fps: float, preset: Preset) -> MouthTrack:
+    """The mouth track a live session with `preset`'s timing makes of float32 16 kHz audio pushed in
+    LIVE_CHUNK_MS chunks (progressive, no CPU cap: the same rows on any machine)."""
+    streaming = StreamingDriver(driver, fps, block_s=0.0, context_s=preset.context_ms / 1000,
+                                guard_s=preset.guard_ms / 1000,
+                                lookahead_s=None if preset.lookahead_ms is None else preset.lookahead_ms / 1000)
+    chunk = int(LIVE_CHUNK_MS * SAMPLE_RATE / 1000)
+    rows = [streaming.push(audio[i : i + chunk]) for i in range(0, len(audio), chunk)]
+    return MouthTrack(np.vstack([*rows, streaming.flush()]), fps)
+
+
+def _lookahead_ms(preset: Preset) -> float:
+    if preset.lookahead_ms is not None:
+        return preset.lookahead_ms
+    return round(get_driver(preset.driver, 25.0).lookahead_ms + preset.guard_ms, 1)
 
 
 def _cached_landmarks(path: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:

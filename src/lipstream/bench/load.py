@@ -266,7 +266,7 @@ def bench_drift(hours: float = 1.0) -> dict:
     starts = (starts_s * rate).astype(np.int64)
     # A long block and no idle frames keep an hour affordable; timing is computed exactly as live.
     preset = Preset("drift", driver="energy", renderer="static", block_ms=2000, driver_cpu_share=1.0,
-                    context_ms=500, guard_ms=0, deadline_ms=1e9, jpeg_quality=50, h264_crf=30,
+                    context_ms=500, guard_ms=0, lookahead_ms=None, deadline_ms=1e9, jpeg_quality=50, h264_crf=30,
                     h264_preset="ultrafast", queue_frames=1)
     fake = ManualClock(0.0)
     pipeline = SessionPipeline(SessionConfig(width=64, idle_frames=False), resolve_avatar("default"),

@@ -64,7 +64,7 @@ class Session:
     fps / size: None = the avatar's; size is (width, height), either may be None to keep the
     aspect ratio. driver / renderer: names (None = the preset's live, the most accurate driver
     and `auto` offline). lookahead: seconds of audio after a frame's span to wait for before
-    making it (None = the driver's own plus the preset's guard). preset: a name or a `Preset`
+    making it (None = the live preset's `lookahead_ms`, else the driver's own plus the preset's guard). preset: a name or a `Preset`
     (live timing: block, deadline, ...). idle_frames: make idle frames between turns (default:
     live only). deadlines: give live frames deadlines (default: live; off for a consumer that
     reads at its own pace, such as the Python API's stream). drop_late: drop frames past their
@@ -99,6 +99,8 @@ class Session:
         timing = (dict(block_s=p.block_ms / 1000, context_s=p.context_ms / 1000, guard_s=p.guard_ms / 1000,
                        max_cpu_share=p.driver_cpu_share if self.deadlines else None)
                   if live else dict(block_s=0.0, guard_s=0.0))
+        if lookahead is None and live and p.lookahead_ms is not None:
+            lookahead = p.lookahead_ms / 1000
         self.driver = StreamingDriver(get_driver(self.driver_name, self.fps), self.fps, lookahead_s=lookahead,
                                       now=self.clock.now, **timing)
         if profiles is None:

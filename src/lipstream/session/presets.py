@@ -1,7 +1,10 @@
 """Latency presets: each a documented choice of chunking, look-ahead, driver, renderer, quality.
 
-The look-ahead a preset waits for is the driver's own (`Driver.lookahead_ms`, what it needs to
-decide a frame, including closing the mouth in silence) plus `guard_ms`. `block_ms` is how much
+The look-ahead a preset waits for is `lookahead_ms` when set: the live presets decide each frame on
+that much future audio, and frames the driver would have decided differently with more of it are
+not revised (docs/server.md measures what that costs). Otherwise it is the driver's own
+(`Driver.lookahead_ms`, what it needs to decide a frame exactly as offline, including closing the
+mouth in silence) plus `guard_ms`. `block_ms` is how much
 audio is collected between driver runs: 0 is progressive processing (a frame goes out as soon
 as its audio and look-ahead are in); larger blocks spend less CPU per frame and add up to
 `block_ms` of latency. `driver_cpu_share` caps the driver's time at that share of real time (it
@@ -28,6 +31,7 @@ class Preset:
     driver_cpu_share: float
     context_ms: float  # audio before the first new frame the driver sees again (warm-up)
     guard_ms: float
+    lookahead_ms: float | None  # None: the driver's own plus guard_ms
     deadline_ms: float
     jpeg_quality: int
     h264_crf: int
@@ -42,16 +46,16 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("ultra_low", driver="energy", renderer="auto", block_ms=0, driver_cpu_share=0.5,
-               context_ms=300, guard_ms=0, deadline_ms=250, jpeg_quality=70, h264_crf=30,
+               context_ms=300, guard_ms=0, lookahead_ms=60, deadline_ms=250, jpeg_quality=70, h264_crf=30,
                h264_preset="ultrafast", queue_frames=4),
         Preset("low", driver="viseme", renderer="auto", block_ms=0, driver_cpu_share=0.25,
-               context_ms=500, guard_ms=40, deadline_ms=400, jpeg_quality=80, h264_crf=26,
+               context_ms=1000, guard_ms=40, lookahead_ms=120, deadline_ms=400, jpeg_quality=80, h264_crf=26,
                h264_preset="ultrafast", queue_frames=8),
         Preset("balanced", driver="viseme", renderer="auto", block_ms=120, driver_cpu_share=0.25,
-               context_ms=800, guard_ms=100, deadline_ms=800, jpeg_quality=85, h264_crf=23,
+               context_ms=800, guard_ms=100, lookahead_ms=None, deadline_ms=800, jpeg_quality=85, h264_crf=23,
                h264_preset="veryfast", queue_frames=16),
         Preset("high_quality", driver="phoneme", renderer="auto", block_ms=400, driver_cpu_share=0.5,
-               context_ms=1500, guard_ms=200, deadline_ms=2000, jpeg_quality=92, h264_crf=20,
+               context_ms=1500, guard_ms=200, lookahead_ms=None, deadline_ms=2000, jpeg_quality=92, h264_crf=20,
                h264_preset="veryfast", queue_frames=50),
     )
 }
