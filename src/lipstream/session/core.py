@@ -381,6 +381,7 @@ class Session:
             self._turn = _Turn(first, self.driver.received, sample_rate, samples.shape[1], samples.dtype,
                                FrameClock(self.fps, sample_rate))
         self.turns += 1
+        self._turn.arrived_s = now
         self._due_anchor = (now, self._turn.pts_of(self._turn.received))
         self._empty_audio = (sample_rate, samples[:0])
         self._out.append(Notice("turn_started", {"turn": self.turns, "audioMs": _ms(self.driver.received)}))
@@ -441,7 +442,8 @@ class Session:
                 continue
             else:
                 image = self._render(k + self._idle_total, row)
-            self._out.append(self._frame(k, image, audio[i], row, False, ready, deadline))
+            self._out.append(self._frame(k, image, audio[i], row, False, ready, deadline, turn.arrived_s))
+            turn.arrived_s = None
             self._out.extend(self._changes())
         self._arrivals.forget_before(self.driver.needed_sample(first + len(rows)))
         late_reason = "late" if self.drop_late else "repeated"  # repeated: sent with the last image
@@ -454,10 +456,11 @@ class Session:
         return self._last_image
 
     def _frame(self, k: int, image: np.ndarray, audio: np.ndarray, row: np.ndarray, idle: bool,
-               ready: float, deadline: float) -> Frame:
+               ready: float, deadline: float, turn_arrived_s: float | None = None) -> Frame:
         start, end = self.frame_clock.frame_span(k)
         rate = self._turn.sample_rate if self._turn is not None else self._empty_audio[0]
-        return Frame(k, image, audio, rate, start, end - start, idle, self.chain.name, row, ready, deadline)
+        return Frame(k, image, audio, rate, start, end - start, idle, self.chain.name, row, ready, deadline,
+                     turn_arrived_s=turn_arrived_s)
 
     def _idle_frame(self, due_s: float) -> Frame:
         k = self.driver.next_frame
@@ -492,6 +495,7 @@ class _Turn:
     received: int = 0
     buffer: np.ndarray | None = None
     buffer_start: int = 0
+    arrived_s: float | None = None  # when its first audio arrived, until its first frame is made
     _parts: list = field(default_factory=list)
 
     def takes(self, samples: np.ndarray, sample_rate: int) -> bool:

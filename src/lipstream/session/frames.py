@@ -29,7 +29,9 @@ class Frame:
     idle: made between turns, belongs to no audio. renderer: the renderer that drew it.
     mouth: the mouth parameters (4,) float32 shown (PARAM_NAMES order).
     ready_s / deadline_s: session-clock seconds when it could first be made and after which it
-    is stale (inf offline).
+    is stale (inf offline). turn_arrived_s: on the first frame made of a live turn, when the
+    turn's first audio arrived (session clock; a transport's time to first frame is its send time
+    minus this); None on every other frame.
     """
 
     index: int
@@ -43,6 +45,7 @@ class Frame:
     mouth: np.ndarray
     ready_s: float = 0.0
     deadline_s: float = float("inf")
+    turn_arrived_s: float | None = None
     time_base: Fraction = TIME_BASE
 
     @property
