@@ -100,3 +100,22 @@ def test_reads_pause_while_a_worker_holds_too_much_of_a_sessions_audio():
         await asyncio.wait_for(blocked, 1.0)
 
     asyncio.run(main())
+
+
+def test_time_to_first_frame_is_counted_once_per_turn_on_the_servers_clock():
+    clock = ManualClock()
+    conn = connection(clock)
+    first = frame(0, clock.now() + 10)
+    first.turn_arrived_s = clock.now() - 0.12  # the turn's first chunk came 120 ms before its first frame
+    conn._deliver([first, frame(1, clock.now() + 10)])
+
+    async def drain():
+        while conn.outbox.items:
+            await conn._send_item(await conn.outbox.get(0))
+
+    asyncio.run(drain())
+    assert np.allclose(list(conn.stats.first_frames_ms), [120.0])
+    assert conn.stats.snapshot()["firstFrameMs"] == {"last": 120.0, "p50": 120.0, "p95": 120.0}
+    histogram = conn.state.metrics.first_frame.labels(conn.preset.name)
+    counts = [b.get() for b in histogram._buckets]  # per bucket, not cumulative: 0.1 < 0.12 <= 0.125
+    assert np.isclose(histogram._sum.get(), 0.12) and sum(counts) == 1 and counts[3] == 1

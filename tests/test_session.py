@@ -235,3 +235,25 @@ def test_async_iterator_and_close(default_avatar, speech):
 
     got = asyncio.run(asyncio.wait_for(main(), 60))
     assert [f.index for f in got] == list(range(25))
+
+
+def test_each_turns_first_frame_carries_when_its_audio_arrived(default_avatar, speech):
+    clock = ManualClock()
+    session = live(default_avatar, clock, lookahead=0.06)
+    session.driver.max_cpu_share = None
+    made = []
+    for turn in range(2):
+        first_s = clock.now()
+        for i in range(0, SAMPLE_RATE // 2, 320):  # 20 ms chunks, 0.5 s per turn
+            session.push_audio(pcm16(speech[i : i + 320]), SAMPLE_RATE)
+            made += [(f, first_s) for f in frames(session.poll()) if not f.idle]
+            clock.advance(0.02)
+        session.flush()
+        made += [(f, first_s) for f in frames(session.poll()) if not f.idle]
+        clock.advance(1.0)
+    marked = [(f.index, f.turn_arrived_s, first_s) for f, first_s in made if f.turn_arrived_s is not None]
+    assert len(marked) == 2 and all(arrived == first_s for _, arrived, first_s in marked)
+    turn_starts = [made[0][0].index, next(f.index for f, s in made if s != made[0][1])]
+    assert [k for k, _, _ in marked] == turn_starts
+    # with 60 ms of look-ahead the first frame of a turn is ready once 100 ms of audio are in
+    assert next(f.ready_s for f, _ in made if f.turn_arrived_s is not None) == pytest.approx(made[0][1] + 0.08)

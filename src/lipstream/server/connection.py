@@ -378,6 +378,10 @@ class Connection:
         latency_s = self.state.clock.now() - frame.ready_s
         self.stats.sent(latency_s * 1000, frame.idle)
         self.state.metrics.frame_sent(self.preset.name, frame.idle, latency_s)
+        if frame.turn_arrived_s is not None:
+            first_s = self.state.clock.now() - frame.turn_arrived_s
+            self.stats.first_frame(first_s * 1000)
+            self.state.metrics.first_frame.labels(self.preset.name).observe(first_s)
 
     async def _send(self, data: str | bytes) -> None:
         """Send one message; a client that takes none for SEND_STALL_S is cut off (the send loop

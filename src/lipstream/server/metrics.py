@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 # Added latency: from the moment a frame's audio and look-ahead were in to the frame being sent.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+# Time to first frame: a turn's first audio reaching the server to its first frame leaving it.
+FIRST_FRAME_BUCKETS_S = (0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
 FPS_WINDOW_S = 1.0
 
 
@@ -20,6 +22,9 @@ class Metrics:
         r = self.registry
         self.latency = Histogram("lipstream_frame_latency_seconds", "Added latency: frame ready (audio and "
                                  "look-ahead in) to frame sent", ["preset"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.first_frame = Histogram("lipstream_time_to_first_frame_seconds", "A turn's first audio chunk "
+                                     "received to that turn's first frame sent", ["preset"],
+                                     buckets=FIRST_FRAME_BUCKETS_S, registry=r)
         self.frames = Counter("lipstream_frames_sent_total", "Frames sent", ["preset", "kind"], registry=r)
         self.dropped = Counter("lipstream_frames_dropped_total", "Frames dropped instead of sent late",
                                ["preset", "reason"], registry=r)

@@ -22,6 +22,7 @@ class FrameOut:
     ready_s: when the frame could first have been made (its audio and look-ahead had arrived);
     deadline_s: after this it is stale and dropped rather than sent.
     mouth: the mouth parameters (4,) float32 the frame shows (PARAM_NAMES order).
+    turn_arrived_s: on a turn's first frame, when its first audio arrived (else None).
     """
 
     index: int
@@ -34,6 +35,7 @@ class FrameOut:
     deadline_s: float
     renderer: str
     mouth: np.ndarray
+    turn_arrived_s: float | None = None
 
 
 @dataclass

@@ -108,7 +108,7 @@ class SessionPipeline:
         if isinstance(item, Frame):
             data, key = self.encoder.encode(item.image, item.pts)
             return FrameOut(item.index, item.pts, item.span, data, key, item.idle, item.ready_s, item.deadline_s,
-                            item.renderer, item.mouth)
+                            item.renderer, item.mouth, item.turn_arrived_s)
         if item.event == "dropped":
             return Dropped(item.detail["count"], item.detail["reason"])
         return Status(item.event, item.detail)

@@ -25,6 +25,7 @@ class SessionStats:
     errors: int = 0
     renderer: str = ""
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))
+    first_frames_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))  # per turn
 
     def sent(self, latency_ms: float, idle: bool) -> None:
         self.frames_sent += 1
@@ -32,9 +33,12 @@ class SessionStats:
         if not idle:
             self.latencies_ms.append(latency_ms)
 
+    def first_frame(self, ms: float) -> None:
+        """A turn's time to first frame: its first audio received to its first frame sent."""
+        self.first_frames_ms.append(ms)
+
     def snapshot(self) -> dict:
-        lat = np.asarray(self.latencies_ms, np.float64)
-        pct = {f"p{q}": round(float(np.percentile(lat, q)), 1) if len(lat) else None for q in (50, 95, 99)}
+        pct = _percentiles(self.latencies_ms, (50, 95, 99))
         return {
             "durationS": round(time.monotonic() - self.started_s, 2),
             "audioMs": round(self.audio_ms, 1),
@@ -47,4 +51,11 @@ class SessionStats:
             "errors": self.errors,
             "renderer": self.renderer,
             "latencyMs": pct,
+            "firstFrameMs": {"last": round(self.first_frames_ms[-1], 1) if self.first_frames_ms else None,
+                             **_percentiles(self.first_frames_ms, (50, 95))},
         }
+
+
+def _percentiles(values, qs: tuple[int, ...]) -> dict:
+    values = np.asarray(values, np.float64)
+    return {f"p{q}": round(float(np.percentile(values, q)), 1) if len(values) else None for q in qs}
