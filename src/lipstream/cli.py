@@ -549,13 +549,21 @@ def bench_load(
     max_sessions: Annotated[int, typer.Option(help="Largest number of concurrent clients tried.")] = 8,
     drift_hours: Annotated[float, typer.Option(help="Length of the simulated session for the drift test.")] = 1.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
+    part: Annotated[Optional[list[str]], typer.Option(
+        help="Run only these measurements (repeatable): latency, first_frame, capacity, slow_client, fuzz, drift.")
+    ] = None,
 ) -> None:
-    """Latency per preset, session capacity, a slow client, fuzzed messages and drift of `serve`."""
-    from lipstream.bench.load import run_load_bench
+    """Latency and time to first frame per preset, session capacity, a slow client, fuzzed messages and drift of `serve`."""
+    from lipstream.bench.load import PARTS, run_load_bench
+    from lipstream.errors import NotSupportedError
 
+    unknown = sorted(set(part or ()) - set(PARTS))
+    if unknown:
+        raise NotSupportedError(f"unknown --part {', '.join(unknown)}; choose from: {', '.join(PARTS)}")
     out = out or Path(f"bench/results/load-{os.cpu_count()}core.json")
     with console.status("load-testing a local server (several minutes)"):
-        run_load_bench(out=out, seconds=seconds, max_sessions=max_sessions, drift_hours=drift_hours)
+        run_load_bench(out=out, seconds=seconds, max_sessions=max_sessions, drift_hours=drift_hours,
+                       parts=tuple(part or PARTS))
     console.print(out.read_text(), highlight=False)
 
 

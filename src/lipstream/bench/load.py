@@ -6,6 +6,10 @@ stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
 - latency per preset: added latency of each speech frame, measured by the client from the
   moment it had sent the audio the frame needs (its own span plus the configured look-ahead) to
   the moment the frame arrived; p50/p95/p99, with the look-ahead reported beside it;
+- time to first frame per preset: one session speaking FIRST_FRAME_TURNS turns of
+  FIRST_FRAME_TURN_S each (20 ms chunks in real time, a flush and a pause between turns), from
+  sending a turn's first chunk to receiving its first frame (the client's view) and the server's
+  own figure (a turn's first chunk received to its first frame sent, `firstFrameMs`);
 - capacity: N concurrent sessions at 25 fps, 256x256, `warp`: the largest N with no dropped
   frames and p95 added latency within LATENCY_BAR_MS;
 - drift: a one-hour session, simulated faster than real time through the session pipeline
@@ -44,6 +48,10 @@ SIZE_PX = 256
 FUZZ_MESSAGES = 100_000
 ATTACKER_NICE = 19  # the hostile clients' CPU priority (lowest): they share this machine with the server
 SERVER_START_TIMEOUT_S = 180.0
+FIRST_FRAME_TURNS = 20
+FIRST_FRAME_TURN_S = 1.0
+FIRST_FRAME_PAUSE_S = 0.3
+PARTS = ("latency", "first_frame", "capacity", "slow_client", "fuzz", "drift")
 KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
 AUDIO_HEADER = struct.Struct("<BBHII")
 
@@ -217,6 +225,68 @@ def bench_latency(url: str, seconds: float) -> dict:
         out[preset] = _summary([asyncio.run(stream_client(url, audio, preset))])
         out[preset]["load_avg_1min_before"] = round(load_before, 2)
     return out
+
+
+def bench_first_frame(url: str, turns: int = FIRST_FRAME_TURNS) -> dict:
+    """Time to first frame per preset: one session each, `turns` turns one after another."""
+    from lipstream.session.presets import PRESETS
+
+    out = {}
+    for preset in PRESETS:
+        load_before = os.getloadavg()[0]
+        client_ms, server = asyncio.run(_first_frames(url, preset, turns))
+        out[preset] = {"turns": len(client_ms), "client_ms": _percentiles(client_ms),
+                       "server_ms": {k: server.get(k) for k in ("p50", "p95")},
+                       "load_avg_1min_before": round(load_before, 2)}
+    return out
+
+
+async def _first_frames(url: str, preset: str, turns: int) -> tuple[list[float], dict]:
+    """Per turn, ms from sending its first chunk to receiving its first speech frame; and the
+    server's firstFrameMs from its final stats."""
+    import websockets
+
+    pcm = (np.clip(looped_speech(FIRST_FRAME_TURN_S), -1, 1) * 32767).astype("<i2")
+    step = int(CHUNK_S * SAMPLE_RATE)
+    firsts: list[float] = []
+    stats: dict = {}
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "preset": preset, "renderer": "warp", "width": SIZE_PX,
+                                  "fps": FPS, "framing": "binary"}))
+        json.loads(await ws.recv())
+        sequence = 0
+        for _ in range(turns):
+            first_sent = None
+            frame_seen: asyncio.Future = asyncio.get_running_loop().create_future()
+            flushed: asyncio.Future = asyncio.get_running_loop().create_future()
+
+            async def read() -> None:
+                async for message in ws:
+                    if isinstance(message, bytes):
+                        if message[0] == KIND_FRAME_OUT and not message[2] & 0x02 and not frame_seen.done():
+                            frame_seen.set_result(time.monotonic())
+                    elif json.loads(message).get("event") == "flushed":
+                        flushed.set_result(None)
+                        return
+
+            reader = asyncio.create_task(read())
+            t0 = time.monotonic()
+            for n, i in enumerate(range(0, len(pcm), step)):
+                await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.monotonic()))
+                await ws.send(_audio_message(sequence, pcm[i : i + step]))
+                sequence += 1
+                first_sent = first_sent or time.monotonic()
+            await ws.send(json.dumps({"type": "flush"}))
+            await asyncio.wait_for(reader, 30)
+            if frame_seen.done():
+                firsts.append((frame_seen.result() - first_sent) * 1000)
+            await asyncio.sleep(FIRST_FRAME_PAUSE_S)
+        await ws.send(json.dumps({"type": "end"}))
+        async for message in ws:
+            if isinstance(message, str) and json.loads(message).get("event") == "ended":
+                stats = json.loads(message)["stats"].get("firstFrameMs", {})
+                break
+    return firsts, stats
 
 
 def bench_capacity(url: str, seconds: float, preset: str, max_sessions: int,
@@ -449,17 +519,26 @@ async def _drain(ws) -> None:
 
 
 def run_load_bench(out: Path | None = None, seconds: float = 20.0, max_sessions: int = 8,
-                   capacity_preset: str = "ultra_low", drift_hours: float = 1.0) -> dict:
-    """Every measurement above; writes the JSON to `out` if given and returns it."""
+                   capacity_preset: str = "ultra_low", drift_hours: float = 1.0,
+                   parts: tuple[str, ...] = PARTS) -> dict:
+    """The measurements above named in `parts` (all by default); writes the JSON to `out` if
+    given and returns it."""
     results: dict = {"machine": machine_info(), "chunk_ms": CHUNK_S * 1000, "latency_bar_ms": LATENCY_BAR_MS}
     avatars = tempfile.mkdtemp(prefix="lipstream-bench-")
     with ServerProcess(max_sessions=max_sessions + 2, avatars_dir=avatars) as server:
-        results["latency_by_preset"] = bench_latency(server.url, seconds)
-        results["capacity"] = bench_capacity(server.url, seconds, capacity_preset, max_sessions)
-        results["capacity_no_drops"] = bench_capacity(server.url, seconds, "balanced", max_sessions, bar_ms=None)
-        results["slow_client"] = bench_slow_client(server.url, server, seconds)
-        results["fuzz"] = bench_fuzz(server.url, server, seconds)
-    results["drift"] = bench_drift(drift_hours)
+        if "latency" in parts:
+            results["latency_by_preset"] = bench_latency(server.url, seconds)
+        if "first_frame" in parts:
+            results["first_frame_by_preset"] = bench_first_frame(server.url)
+        if "capacity" in parts:
+            results["capacity"] = bench_capacity(server.url, seconds, capacity_preset, max_sessions)
+            results["capacity_no_drops"] = bench_capacity(server.url, seconds, "balanced", max_sessions, bar_ms=None)
+        if "slow_client" in parts:
+            results["slow_client"] = bench_slow_client(server.url, server, seconds)
+        if "fuzz" in parts:
+            results["fuzz"] = bench_fuzz(server.url, server, seconds)
+    if "drift" in parts:
+        results["drift"] = bench_drift(drift_hours)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(results, indent=2) + "\n")
