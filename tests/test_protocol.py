@@ -50,6 +50,12 @@ def test_seed_002_request_as_written():
     assert audio.fmt == AudioFormat(16000, 1, "pcm16") and audio.sequence == 0
     assert audio.session_id == "session-123" and audio.model_preference == "tpsm"
     assert audio.seed_start.config.avatar == "face-model-789"
+    # a seed-002 session gets the frames of its audio (silent ones too) and no idle frames
+    config = audio.seed_start.config
+    assert (config.idle_frames, config.silent_frames) == (False, True)
+    asked = json.loads(seed_request(pcm))
+    asked["idleFrames"] = True
+    assert p.parse_text(json.dumps(asked)).seed_start.config.idle_frames is True
 
 
 def test_seed_002_response_shape():

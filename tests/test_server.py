@@ -100,6 +100,7 @@ def test_seed_002_client_streaming_real_time(server, voice):
     assert not errors
     video = [m for m in messages if m["type"] == "response_video"]
     speech = [m for m in video if not m["idle"]]
+    assert speech == video  # no idle frames: it did not ask for them
     ended = [m for m in messages if m.get("event") == "turn_ended"]
     # one turn, unless the sender itself stalled past the end-of-turn grace (a loaded test machine);
     # then the next turn starts on the next frame boundary

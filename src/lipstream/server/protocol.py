@@ -203,7 +203,11 @@ def _parse_lipsync_audio(obj: dict, defaults: AudioFormat) -> Audio:
     fmt = _chunk_format(chunk, defaults)
     preference = obj.get("modelPreference")
     preference = preference if isinstance(preference, str) and _NAME.fullmatch(preference) else None
-    start = Start(SessionConfig(avatar=_avatar(obj.get("faceModelId", "default"))), _session_id(obj), "json", fmt)
+    # A seed-002 client knows nothing of idle frames: it gets the frames of its audio (silent
+    # stretches included, so they come at the frame rate), and idle frames only if it asks.
+    config = SessionConfig(avatar=_avatar(obj.get("faceModelId", "default")),
+                           idle_frames=_boolean(obj, "idleFrames", False), silent_frames=True)
+    start = Start(config, _session_id(obj), "json", fmt)
     return Audio(_base64_audio(chunk, fmt), fmt, _integer(chunk, "sequenceNumber", 0, 2**53), start.session_id,
                  seed_start=start, model_preference=preference)
 

@@ -37,6 +37,7 @@ class SessionConfig:
     renderer: str | None = None
     driver: str | None = None
     idle_frames: bool = True
+    silent_frames: bool | None = None  # frames of silent audio in a turn; None: as idle_frames
     return_audio: bool = False
 
 
@@ -51,7 +52,7 @@ class SessionPipeline:
         self.config = config
         self.session = Session(avatar, fps=config.fps, size=(config.width, config.height), driver=config.driver,
                                renderer=config.renderer, clock=clock, preset=preset or config.preset,
-                               idle_frames=config.idle_frames, drop_late=True, skip_silent=not config.idle_frames,
+                               idle_frames=config.idle_frames, drop_late=True, skip_silent=not (config.idle_frames if config.silent_frames is None else config.silent_frames),
                                even_size=config.format == "h264")
         self.encoder = make_encoder(config.format, self.session.size, self.session.fps, self.session.preset)
 
