@@ -63,13 +63,14 @@ class Clip:
 def run_driver_accuracy(
     media_dir: Path,
     fps: float = 25.0,
-    drivers: Sequence[str] = DRIVER_NAMES,
+    drivers: Sequence[str] | None = None,
     cache_dir: Path | None = None,
     preset: Preset | None = None,
 ) -> dict:
     """Measure every driver (and the loudness baseline) on every *.mp4 in media_dir at fps.
 
-    preset: run the drivers live with its context and look-ahead (None: offline, whole clips).
+    preset: run the drivers live with its context and look-ahead (None: offline, whole clips);
+    then only the preset's own driver unless `drivers` names others.
     Returns a JSON-ready dict: per clip and per predictor r at lag 0, best r and its lag (ms),
     frames open in long silences, the median of each over clips (open frames summed), and the
     machine the run was made on.
@@ -81,6 +82,8 @@ def run_driver_accuracy(
             "(a face and its speech), e.g. the project's eval-media folder"
         )
     cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "lipstream-bench-landmarks"
+    if drivers is None:
+        drivers = (preset.driver,) if preset else DRIVER_NAMES
     predictors = [BASELINE_NAME, *drivers]
     clips, seconds = [], {name: 0.0 for name in predictors}
     audio_seconds = 0.0
