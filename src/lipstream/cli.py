@@ -483,13 +483,24 @@ def bench_drivers(
     fps: Annotated[float, typer.Option(help="Video frame rate to compare at.")] = 25.0,
     preset: Annotated[str | None, typer.Option(
         help="Run the drivers live with this preset's look-ahead and context (default: offline, whole clips).")] = None,
+    lookahead_ms: Annotated[Optional[float], typer.Option(min=0, max=5000, help="With --preset: this look-ahead instead.")] = None,
+    context_ms: Annotated[Optional[float], typer.Option(min=0, max=10000, help="With --preset: this context instead.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/driver-accuracy.json"),
 ) -> None:
     """How well each driver predicts the real mouth aperture of clips from their own audio."""
     from lipstream.bench.drivers import run_driver_accuracy, write_results
     from lipstream.session.presets import get_preset
 
+    from dataclasses import replace
+
+    from lipstream.errors import NotSupportedError
+
+    if not preset and (lookahead_ms is not None or context_ms is not None):
+        raise NotSupportedError("--lookahead-ms and --context-ms change a preset: give --preset too")
     live = get_preset(preset) if preset else None
+    if live is not None:
+        live = replace(live, lookahead_ms=live.lookahead_ms if lookahead_ms is None else lookahead_ms,
+                       context_ms=live.context_ms if context_ms is None else context_ms)
     with console.status(f"measuring drivers on {media}"):
         result = run_driver_accuracy(media, fps, preset=live)
     write_results(result, out)
