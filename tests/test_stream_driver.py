@@ -80,3 +80,22 @@ def test_switching_driver_keeps_the_clock(speech):
     streaming.set_driver(get_driver("viseme", 25))
     rest = np.vstack([streaming.push(speech[2 * SAMPLE_RATE : 3 * SAMPLE_RATE]), streaming.flush()])
     assert len(first) + len(rest) == 75 and streaming.next_frame == 75
+
+
+def test_the_cpu_cap_waits_between_runs_but_not_for_a_new_turns_first_frame(speech):
+    fps, now = 25.0, [0.0]
+
+    class SlowDriver(LevelDriver):
+        def drive(self, audio):
+            now[0] += 0.05  # every run costs 50 ms: at a 25% cap, wait for 200 ms of audio after it
+            return super().drive(audio)
+
+    streaming = StreamingDriver(SlowDriver(fps), fps, block_s=0.0, context_s=0.1, guard_s=0.0,
+                                lookahead_s=0.06, max_cpu_share=0.25, now=lambda: now[0])
+    chunk = 320  # 20 ms
+    made = [len(streaming.push(speech[i : i + chunk])) for i in range(0, SAMPLE_RATE, chunk)]
+    runs = [i for i, n in enumerate(made) if n]
+    assert runs[0] == 4 and all(b - a >= 10 for a, b in zip(runs, runs[1:]))  # 200 ms between runs
+    streaming.flush()
+    first = next(i for i in range(50) if len(streaming.push(speech[i * chunk : (i + 1) * chunk])))
+    assert first == 4  # 100 ms in (its 40 ms + 60 ms of look-ahead): no wait for the cap

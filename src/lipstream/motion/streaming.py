@@ -12,7 +12,9 @@ tests can replace it.
 `block_s = 0` is progressive processing: the driver runs as soon as one more frame is ready.
 Each run re-reads its whole window, so running it for every frame can cost more CPU than the
 frames are worth; `max_cpu_share` caps the driver's time at that share of real time by waiting
-for more audio between runs when a run is slow (progressive when cheap, batched when not).
+for more audio between runs when a run is slow (progressive when cheap, batched when not). The
+cap starts afresh after `flush` (the end of a turn): the next turn's first frame, the one a
+listener waits for, is made as soon as its audio and look-ahead are in.
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ class StreamingDriver:
     def flush(self) -> np.ndarray:
         """Rows for every remaining frame of the audio received so far (the last may be partial)."""
         self._pending = 0
-        return self._emit(self.clock.frame_count(self._received))
+        rows = self._emit(self.clock.frame_count(self._received))
+        self._cpu_block = 0
+        return rows
 
     def skip_to_frame_boundary(self) -> None:
         """Forget audio not yet shown by a frame and move the clock to the next frame boundary
