@@ -10,6 +10,10 @@ stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
   FIRST_FRAME_TURN_S each (20 ms chunks in real time, a flush and a pause between turns), from
   sending a turn's first chunk to receiving its first frame (the client's view) and the server's
   own figure (a turn's first chunk received to its first frame sent, `firstFrameMs`);
+- a seed-002 client (`lipsync_audio` JSON only, no `start`, 100 ms chunks in real time, default
+  preset): per frame, arrival minus the send time of the chunk holding the end of its audio;
+  idle frames received; frame rate; and the A/V offset `lipstream eval` measures on the frames
+  it received muxed with the audio it sent;
 - capacity: N concurrent sessions at 25 fps, 256x256, `warp`: the largest N with no dropped
   frames and p95 added latency within LATENCY_BAR_MS;
 - drift: a one-hour session, simulated faster than real time through the session pipeline
@@ -23,6 +27,7 @@ stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -51,7 +56,8 @@ SERVER_START_TIMEOUT_S = 180.0
 FIRST_FRAME_TURNS = 20
 FIRST_FRAME_TURN_S = 1.0
 FIRST_FRAME_PAUSE_S = 0.3
-PARTS = ("latency", "first_frame", "capacity", "slow_client", "fuzz", "drift")
+SEED_CHUNK_S = 0.1
+PARTS = ("latency", "first_frame", "seed002", "capacity", "slow_client", "fuzz", "drift")
 KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
 AUDIO_HEADER = struct.Struct("<BBHII")
 
@@ -287,6 +293,98 @@ async def _first_frames(url: str, preset: str, turns: int) -> tuple[list[float],
                 stats = json.loads(message)["stats"].get("firstFrameMs", {})
                 break
     return firsts, stats
+
+
+def bench_seed002(url: str, seconds: float) -> dict:
+    """The seed-002 client described in the module docstring, `seconds` of the bundled speech."""
+    load_before = os.getloadavg()[0]
+    audio = looped_speech(seconds)
+    frames, sent, idle = asyncio.run(_seed002_client(url, audio))
+    step = int(SEED_CHUNK_S * SAMPLE_RATE)
+    clock = FrameClock(FPS)
+    delays = [(arrived - sent[min((clock.frame_start(k + 1) - 1) // step, len(sent) - 1)]) * 1000
+              for k, (arrived, _) in frames.items()]
+    arrivals = sorted(arrived for arrived, _ in frames.values())
+    span_s = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    return {"chunk_ms": SEED_CHUNK_S * 1000, "frames_expected": clock.frame_count(len(audio)),
+            "frames_received": len(frames), "idle_frames_received": idle,
+            "arrival_minus_chunk_sent_ms": _percentiles(delays),
+            "received_fps": round((len(arrivals) - 1) / span_s, 2) if span_s else None,
+            "eval_offset_ms": _offset_of(frames, audio), "load_avg_1min_before": round(load_before, 2)}
+
+
+async def _seed002_client(url: str, audio: np.ndarray) -> tuple[dict, list[float], int]:
+    """Send `audio` as seed 002's lipsync_audio messages; returns {frameIndex: (arrival s, JPEG)},
+    each chunk's send time and the number of idle frames received."""
+    import base64
+
+    import websockets
+
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    step = int(SEED_CHUNK_S * SAMPLE_RATE)
+    frames: dict[int, tuple[float, bytes]] = {}
+    sent: list[float] = []
+    idle = 0
+    n_frames = FrameClock(FPS).frame_count(len(pcm))
+    async with websockets.connect(url, max_size=None) as ws:
+
+        async def read() -> None:
+            nonlocal idle
+            async for message in ws:
+                msg = json.loads(message)
+                if msg.get("type") == "response_video":
+                    if msg["idle"]:
+                        idle += 1
+                    else:
+                        frames[msg["frameIndex"]] = (time.monotonic(), base64.b64decode(msg["frameData"]))
+                    if msg["frameIndex"] >= n_frames - 1 and not msg["idle"]:
+                        return
+
+        reader = asyncio.create_task(read())
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), step)):
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * SEED_CHUNK_S - time.monotonic()))  # a chunk once recorded
+            await ws.send(json.dumps({
+                "type": "lipsync_audio", "sessionId": "bench-seed-002", "userId": "bench",
+                "audioChunk": {"data": base64.b64encode(pcm[i : i + step].tobytes()).decode(),
+                               "timestamp": int(time.time() * 1000), "sequenceNumber": n, "sampleRate": SAMPLE_RATE,
+                               "channels": 1, "format": "pcm"},
+                "faceModelId": "default"}))
+            sent.append(time.monotonic())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(reader, 10)
+        await asyncio.sleep(1.0)  # anything after the last frame would be an idle frame
+        with contextlib.suppress(asyncio.TimeoutError):
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                idle += msg.get("type") == "response_video" and msg["idle"]
+    return frames, sent, idle
+
+
+def _offset_of(frames: dict, audio: np.ndarray) -> float | None:
+    """A/V offset (ms, lipstream eval) of the received frames (a missing one repeats the last)
+    muxed with the audio that was sent."""
+    import cv2
+
+    from lipstream.evaluate import evaluate_video_sync
+    from lipstream.sinks.mp4 import Mp4Writer
+
+    if not frames:
+        return None
+    clock = FrameClock(FPS)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "seed002.mp4"
+        image = None
+        first = cv2.imdecode(np.frombuffer(frames[min(frames)][1], np.uint8), cv2.IMREAD_COLOR)
+        with Mp4Writer(path, FPS, (first.shape[1], first.shape[0]), SAMPLE_RATE, 1) as writer:
+            for k in range(clock.frame_count(len(audio))):
+                if k in frames:
+                    image = cv2.cvtColor(cv2.imdecode(np.frombuffer(frames[k][1], np.uint8), cv2.IMREAD_COLOR),
+                                         cv2.COLOR_BGR2RGB)
+                start, end = clock.frame_span(k)
+                writer.write(first[..., ::-1].copy() if image is None else image, audio[start:end, None])
+        offset = evaluate_video_sync(path).offset_ms
+    return None if offset is None else round(offset, 1)
 
 
 def bench_capacity(url: str, seconds: float, preset: str, max_sessions: int,
@@ -530,6 +628,8 @@ def run_load_bench(out: Path | None = None, seconds: float = 20.0, max_sessions:
             results["latency_by_preset"] = bench_latency(server.url, seconds)
         if "first_frame" in parts:
             results["first_frame_by_preset"] = bench_first_frame(server.url)
+        if "seed002" in parts:
+            results["seed002"] = bench_seed002(server.url, seconds)
         if "capacity" in parts:
             results["capacity"] = bench_capacity(server.url, seconds, capacity_preset, max_sessions)
             results["capacity_no_drops"] = bench_capacity(server.url, seconds, "balanced", max_sessions, bar_ms=None)
