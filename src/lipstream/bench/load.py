@@ -259,7 +259,8 @@ async def _first_frames(url: str, preset: str, turns: int) -> tuple[list[float],
     async with websockets.connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "start", "preset": preset, "renderer": "warp", "width": SIZE_PX,
                                   "fps": FPS, "framing": "binary"}))
-        json.loads(await ws.recv())
+        while not isinstance(started := await ws.recv(), str) or json.loads(started).get("event") != "started":
+            pass  # an idle frame may come before the started status
         sequence = 0
         for _ in range(turns):
             first_sent = None
