@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lipstream.audio.quality import AudioQuality
+
 LATENCY_WINDOW_FRAMES = 4096  # latency percentiles are over the most recent frames
 
 
@@ -25,6 +27,7 @@ class SessionStats:
     errors: int = 0
     renderer: str = ""
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))
+    audio_quality: AudioQuality = field(default_factory=AudioQuality)  # of the audio received
     first_frames_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))  # per turn
 
     def sent(self, latency_ms: float, idle: bool) -> None:
@@ -51,6 +54,7 @@ class SessionStats:
             "errors": self.errors,
             "renderer": self.renderer,
             "latencyMs": pct,
+            "audioQuality": self.audio_quality.snapshot(),
             "firstFrameMs": {"last": round(self.first_frames_ms[-1], 1) if self.first_frames_ms else None,
                              **_percentiles(self.first_frames_ms, (50, 95))},
         }
