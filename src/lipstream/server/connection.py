@@ -272,6 +272,7 @@ class Connection:
                                                      f"one (expected {self.expected_chunk} or more); ignored")
             self.expected_chunk = audio.sequence + 1
         self.handle.audio(audio.data, audio.fmt, arrived_s)
+        self.stats.audio_quality.add(audio.fmt.samples(audio.data), audio.fmt.sample_rate)
         self.stats.audio_ms += len(audio.data) / audio.fmt.bytes_per_frame / audio.fmt.sample_rate * 1000
 
     async def _end(self) -> None:
