@@ -6,31 +6,17 @@ from __future__ import annotations
 
 import gc
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 
-from lipstream.avatar.package import MASK_SIZE, SCHEMA_VERSION, write_manifest
+from lipstream.avatar.package import SCHEMA_VERSION
 from lipstream.errors import BadAvatarError
 from lipstream.store import AvatarStore, publish
 from lipstream.store.memory import package_bytes
-
-
-def make_package(folder: Path, seed: int, frames: int = 2, size: int = 64, schema: int = SCHEMA_VERSION) -> Path:
-    """A valid package of random arrays (`frames` frames of size x size): cheap and distinct by seed."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    np.save(folder / "frames.npy", rng.integers(0, 255, (frames, size, size, 3), dtype=np.uint8))
-    np.save(folder / "landmarks.npy", rng.uniform(0, size, (frames, 478, 2)).astype(np.float32))
-    np.save(folder / "face_boxes.npy", np.tile(np.float32([0, 0, size, size]), (frames, 1)))
-    np.save(folder / "mouth_boxes.npy", np.tile(np.int32([8, 32, 56, 60]), (frames, 1)))
-    np.save(folder / "mouth_masks.npy", np.full((frames, MASK_SIZE, MASK_SIZE), 255, np.uint8))
-    write_manifest(folder, {"schema": schema, "name": folder.name, "kind": "video", "fps": 25, "width": size,
-                            "height": size, "frame_count": frames})
-    return folder
+from store.packages import make_package
 
 
 def test_local_package_is_held_and_evicted_least_recently_used(tmp_path):
@@ -60,30 +46,6 @@ def test_preload_reports_each_avatar(tmp_path):
 
 
 # -- S3 through a real HTTP endpoint -------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on a free loopback port; yields fsspec storage options for it."""
-    pytest.importorskip("s3fs", reason="the S3 tests need s3fs (pip install s3fs)")
-    server_mod = pytest.importorskip("moto.server", reason="the S3 tests need moto's server (pip install 'moto[server]')")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp = pytest.MonkeyPatch()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        mp.setenv(key, value)
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing",
-               "skip_instance_cache": True}
-    import s3fs
-
-    s3fs.S3FileSystem(**options).mkdir("avatars")
-    yield options
-    server.stop()
-    mp.undo()
-
 
 def downloads(store: AvatarStore) -> list[Path]:
     return sorted(p.name for p in (store.disk.root / "packages").iterdir())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lipstream.avatar.package import AvatarPackage, load_package
-from lipstream.avatar.resolve import SAFE_NAME, cache_dir, resolve_avatar
+from lipstream.avatar.resolve import DEFAULT_NAME, SAFE_NAME, cache_dir, resolve_avatar
 from lipstream.errors import BadAvatarError, LipstreamError
 from lipstream.store.disk import DiskCache, is_remote, publish
 from lipstream.store.memory import MemoryLRU, package_bytes
@@ -44,7 +44,8 @@ class AvatarStore:
 
     avatars: where names are looked up: None (only "default", paths and URIs), a local folder,
     or a URI prefix (names then mean `avatars/NAME` and nothing else is accepted: what a server
-    uses so clients can't point it at arbitrary URIs). cache_mib: the in-memory budget.
+    uses so clients can't point it at arbitrary URIs; "default" is the bundled portrait unless
+    the prefix has one). cache_mib: the in-memory budget.
     disk_dir: the node's disk cache (default $LIPSTREAM_CACHE/packages-by-hash's parent).
     """
 
@@ -60,14 +61,19 @@ class AvatarStore:
         if self.avatars is not None and is_remote(self.avatars):
             if not SAFE_NAME.fullmatch(spec):
                 raise BadAvatarError(f"{spec!r} is not a valid avatar name (letters, digits, '.', '_', '-')")
-            return self._remote(f"{self.avatars.rstrip('/')}/{spec}", spec)
+            uri = f"{self.avatars.rstrip('/')}/{spec}"
+            if spec != DEFAULT_NAME or self.disk.exists(uri):
+                return self._remote(uri, spec)
+            return self._local(resolve_avatar(DEFAULT_NAME), spec)  # the bundled one, as with a folder
         if is_remote(spec) and not spec.startswith("file://"):
             if self.avatars is not None:
                 raise BadAvatarError(f"{spec!r}: this server takes avatar names, not URIs")
             return self._remote(spec, spec)
         path = spec.removeprefix("file://") if spec.startswith("file://") else spec
         avatars_dir = Path(self.avatars) if self.avatars is not None else None
-        package = resolve_avatar(path, avatars_dir=avatars_dir)
+        return self._local(resolve_avatar(path, avatars_dir=avatars_dir), spec)
+
+    def _local(self, package: AvatarPackage, spec: str) -> AvatarPackage:
         stamp = (package.path / "manifest.json").stat().st_mtime_ns
         return self.memory.get(f"{package.path.resolve()}@{stamp}", lambda: package, spec)
 

@@ -61,6 +61,12 @@ class DiskCache:
         self._remember(uri, listing, digest)
         return folder, digest
 
+    def exists(self, uri: str) -> bool:
+        """True if a package (its manifest) is at `uri`."""
+        fs, base = self._open(uri)
+        fs.invalidate_cache(base)
+        return fs.exists(f"{base}/{MANIFEST}")
+
     def _open(self, uri: str):
         try:
             fs, base = fsspec.core.url_to_fs(uri, **self.storage_options)
