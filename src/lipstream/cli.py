@@ -343,6 +343,11 @@ def serve(
     audio_rate: Annotated[float, typer.Option(
         help="Most audio a session may send, as a multiple of real time; faster clients are slowed down.")] = 4.0,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level.")] = LogLevel.info,
+    avatar_store: Annotated[Optional[str], typer.Option(
+        help="Read avatars by name from this URI prefix (s3://bucket/avatars, gs://..., file://...) instead of "
+             "--avatars; each node fetches a package once into its disk cache.")] = None,
+    avatar_cache_mib: Annotated[float, typer.Option(
+        min=1, help="Memory each worker may hold avatars in (MiB); the least recently used go first.")] = 1024,
 ) -> None:
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
     from lipstream.server.app import run_server
@@ -354,7 +359,8 @@ def serve(
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer.value,
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
                max_image_pixels=round(max_image_mp * 1e6), max_video_s=max_video_s, max_audio_s=max_audio_s,
-               job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value)
+               job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value,
+               avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
 
 
 @app.command("select")
