@@ -1,4 +1,4 @@
-"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, select, bench."""
+"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, batch, select, bench."""
 
 from __future__ import annotations
 
@@ -361,6 +361,46 @@ def serve(
                max_image_pixels=round(max_image_mp * 1e6), max_video_s=max_video_s, max_audio_s=max_audio_s,
                job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value,
                avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+
+
+@app.command()
+@friendly
+def batch(
+    manifest: Annotated[Path, typer.Argument(help="JSONL, one clip a line: {\"id\", \"audio\", \"avatar\", ...render options}.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder or URI prefix (s3://, gs://) for ID.mp4 and results.jsonl.")],
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Render on Ray actors: 'local' starts Ray here, else a cluster address (ray://HOST:10001).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Processes or actors (default: one per CPU).")] = None,
+    avatars: Annotated[Optional[str], typer.Option(
+        help="Folder or URI prefix the manifest's avatar names are read from (default: paths, URIs, 'default').")] = None,
+    avatar_cache_mib: Annotated[float, typer.Option(min=1, help="Avatars each worker keeps in memory (MiB).")] = 1024,
+    evaluate: Annotated[bool, typer.Option("--eval", help="Measure each output's A/V offset (offset_ms in its row).")] = False,
+) -> None:
+    """Render every clip of a MANIFEST; clips whose output exists are skipped. Exit 1 if any clip failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lipstream.batch import Destination, read_manifest, run_batch
+
+    clips = read_manifest(manifest)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console)
+    task = bar.add_task("rendering", total=len(clips))
+
+    def progress(row: dict) -> None:
+        bar.advance(task)
+        if not row["ok"]:
+            bar.console.print(f"[red]{row['id']}:[/] {row['error']}", highlight=False, soft_wrap=True)
+
+    with bar:
+        rows = run_batch(clips, out, workers=workers, ray_address=ray, avatars=avatars, cache_mib=avatar_cache_mib,
+                         evaluate=evaluate, progress=progress)
+    results = Destination(out).write_results(rows)
+    failed = sum(not r["ok"] for r in rows)
+    skipped = sum(bool(r.get("skipped")) for r in rows)
+    console.print(f"{len(rows) - failed - skipped} rendered, {skipped} already there, {failed} failed; "
+                  f"rows in {results}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("select")
