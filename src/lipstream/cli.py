@@ -348,6 +348,11 @@ def serve(
              "--avatars; each node fetches a package once into its disk cache.")] = None,
     avatar_cache_mib: Annotated[float, typer.Option(
         min=1, help="Memory each worker may hold avatars in (MiB); the least recently used go first.")] = 1024,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Run as Ray Serve replicas: 'local' starts Ray here, else a cluster address.")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="With --ray: replicas to start with.")] = 2,
+    sessions_per_replica: Annotated[int, typer.Option(
+        min=1, help="With --ray: sessions each replica serves; more get SESSION_LIMIT.")] = 2,
 ) -> None:
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
     from lipstream.server.app import run_server
@@ -355,6 +360,15 @@ def serve(
     if profiles is not None:
         os.environ["LIPSTREAM_PROFILES"] = str(profiles.resolve())  # read by the worker processes
     console.print(f"serving on [bold]http://{host}:{port}[/] (Ctrl+C stops)")
+    if ray is not None:
+        from lipstream.server.ray_serve import run_on_ray
+        from lipstream.server.state import ServerSettings
+
+        settings = ServerSettings(avatars_dir=avatars, token=token if token is not None else os.environ.get(
+            "LIPSTREAM_TOKEN"), renderer=renderer.value, idle_timeout_s=idle_timeout,
+            max_upload_bytes=max_upload_mb * 2**20, avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+        run_on_ray(ray, settings, host, port, replicas, sessions_per_replica, workers_per_replica=workers or 1)
+        return
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer.value,
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
