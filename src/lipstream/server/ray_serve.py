@@ -99,8 +99,9 @@ def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, rep
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if address != LOCAL_RAY:
+            serve.delete("lipstream")  # the cluster goes on; a local Ray ends with its driver
+        ray.shutdown()  # (serve.shutdown() here hung for minutes on the 2-core VM)
 
 
 def _replica_id() -> str:
