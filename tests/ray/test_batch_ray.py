@@ -8,6 +8,7 @@ import subprocess
 
 import av
 
+from ray_local import local_ray  # noqa: F401 (the fixture)
 from lipstream.batch import read_manifest, run_batch
 
 

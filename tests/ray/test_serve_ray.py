@@ -17,6 +17,7 @@ import pytest
 
 websockets = pytest.importorskip("websockets")
 
+from ray_local import local_ray  # noqa: F401 (the fixture)
 from lipstream.server.ray_serve import REPLICA_HEADER, build_application  # noqa: E402
 from lipstream.server.state import ServerSettings  # noqa: E402
 

@@ -1,6 +1,7 @@
-"""A local Ray for the tests in this folder: 2 CPUs, no dashboard, auth off, temp dirs; shut
-down after each module. Skipped with the reason when Ray isn't installed (`pip install
-'lipstream[ray]'`)."""
+"""A local Ray for the tests in this folder (`from ray_local import local_ray`): 2 CPUs, no
+dashboard, auth off, temp dirs; shut down after each module. Skipped with the reason when Ray
+isn't installed (`pip install 'lipstream[ray]'`). Not a conftest.py: this folder has no
+__init__.py (one would make `import ray` find it), so a conftest here would shadow tests/conftest.py."""
 
 from __future__ import annotations
 
