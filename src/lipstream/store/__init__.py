@@ -46,7 +46,7 @@ class AvatarStore:
     or a URI prefix (names then mean `avatars/NAME` and nothing else is accepted: what a server
     uses so clients can't point it at arbitrary URIs; "default" is the bundled portrait unless
     the prefix has one). cache_mib: the in-memory budget.
-    disk_dir: the node's disk cache (default $LIPSTREAM_CACHE/packages-by-hash's parent).
+    disk_dir: the node's disk cache (default $LIPSTREAM_CACHE/store, else ~/.cache/lipstream/store).
     """
 
     def __init__(self, avatars: str | os.PathLike | None = None, cache_mib: float = DEFAULT_CACHE_MIB,
