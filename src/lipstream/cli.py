@@ -366,7 +366,9 @@ def serve(
 
         settings = ServerSettings(avatars_dir=avatars, token=token if token is not None else os.environ.get(
             "LIPSTREAM_TOKEN"), renderer=renderer.value, idle_timeout_s=idle_timeout,
-            max_upload_bytes=max_upload_mb * 2**20, avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+            max_upload_bytes=max_upload_mb * 2**20, max_image_pixels=round(max_image_mp * 1e6),
+            max_video_s=max_video_s, max_audio_s=max_audio_s, job_timeout_s=job_timeout, max_audio_rate=audio_rate,
+            avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
         run_on_ray(ray, settings, host, port, replicas, sessions_per_replica, workers_per_replica=workers or 1)
         return
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
