@@ -1,4 +1,4 @@
-"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, select, bench."""
+"""The `lipstream` command: demo, prepare, render, info, eval, sheet, serve, batch, select, bench."""
 
 from __future__ import annotations
 
@@ -349,6 +349,16 @@ def serve(
     audio_rate: Annotated[float, typer.Option(
         help="Most audio a session may send, as a multiple of real time; faster clients are slowed down.")] = 4.0,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level.")] = LogLevel.info,
+    avatar_store: Annotated[Optional[str], typer.Option(
+        help="Read avatars by name from this URI prefix (s3://bucket/avatars, gs://..., file://...) instead of "
+             "--avatars; each node fetches a package once into its disk cache.")] = None,
+    avatar_cache_mib: Annotated[float, typer.Option(
+        min=1, help="Memory each worker may hold avatars in (MiB); the least recently used go first.")] = 1024,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Run as Ray Serve replicas: 'local' starts Ray here, else a cluster address.")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="With --ray: replicas to start with.")] = 2,
+    sessions_per_replica: Annotated[int, typer.Option(
+        min=1, help="With --ray: sessions each replica serves; more get SESSION_LIMIT.")] = 2,
 ) -> None:
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
     from lipstream.server.app import run_server
@@ -356,11 +366,63 @@ def serve(
     if profiles is not None:
         os.environ["LIPSTREAM_PROFILES"] = str(profiles.resolve())  # read by the worker processes
     console.print(f"serving on [bold]http://{host}:{port}[/] (Ctrl+C stops)")
+    if ray is not None:
+        from lipstream.server.ray_serve import run_on_ray
+        from lipstream.server.state import ServerSettings
+
+        settings = ServerSettings(avatars_dir=avatars, token=token if token is not None else os.environ.get(
+            "LIPSTREAM_TOKEN"), renderer=renderer.value, idle_timeout_s=idle_timeout,
+            max_upload_bytes=max_upload_mb * 2**20, max_image_pixels=round(max_image_mp * 1e6),
+            max_video_s=max_video_s, max_audio_s=max_audio_s, job_timeout_s=job_timeout, max_audio_rate=audio_rate,
+            avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+        run_on_ray(ray, settings, host, port, replicas, sessions_per_replica, workers_per_replica=workers or 1)
+        return
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer.value,
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
                max_image_pixels=round(max_image_mp * 1e6), max_video_s=max_video_s, max_audio_s=max_audio_s,
-               job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value)
+               job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value,
+               avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+
+
+@app.command()
+@friendly
+def batch(
+    manifest: Annotated[Path, typer.Argument(help="JSONL, one clip a line: {\"id\", \"audio\", \"avatar\", ...render options}.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder or URI prefix (s3://, gs://) for ID.mp4 and results.jsonl.")],
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Render on Ray actors: 'local' starts Ray here, else a cluster address (ray://HOST:10001).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Processes or actors (default: one per CPU).")] = None,
+    avatars: Annotated[Optional[str], typer.Option(
+        help="Folder or URI prefix the manifest's avatar names are read from (default: paths, URIs, 'default').")] = None,
+    avatar_cache_mib: Annotated[float, typer.Option(min=1, help="Avatars each worker keeps in memory (MiB).")] = 1024,
+    evaluate: Annotated[bool, typer.Option("--eval", help="Measure each output's A/V offset (offset_ms in its row).")] = False,
+) -> None:
+    """Render every clip of a MANIFEST; clips whose output exists are skipped. Exit 1 if any clip failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lipstream.batch import Destination, read_manifest, run_batch
+
+    clips = read_manifest(manifest)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console)
+    task = bar.add_task("rendering", total=len(clips))
+
+    def progress(row: dict) -> None:
+        bar.advance(task)
+        if not row["ok"]:
+            bar.console.print(f"[red]{row['id']}:[/] {row['error']}", highlight=False, soft_wrap=True)
+
+    with bar:
+        rows = run_batch(clips, out, workers=workers, ray_address=ray, avatars=avatars, cache_mib=avatar_cache_mib,
+                         evaluate=evaluate, progress=progress)
+    results = Destination(out).write_results(rows)
+    failed = sum(not r["ok"] for r in rows)
+    skipped = sum(bool(r.get("skipped")) for r in rows)
+    console.print(f"{len(rows) - failed - skipped} rendered, {skipped} already there, {failed} failed; "
+                  f"rows in {results}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("select")

@@ -120,24 +120,32 @@ def load_package(path: str | Path) -> AvatarPackage:
 
 def read_manifest(path: Path) -> dict:
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        data = (path / MANIFEST).read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         raise BadAvatarError(
             f"{path} is not an avatar package (no {MANIFEST}); make one with: lipstream prepare PHOTO_OR_VIDEO -o {path}"
         ) from None
+    return parse_manifest(data, str(path))
+
+
+def parse_manifest(data: bytes, where: str) -> dict:
+    """A package's manifest from its bytes, checked: BadAvatarError if it is corrupt or was made by
+    another version of lipstream (`where` names the package in the message)."""
+    try:
+        manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} is not valid JSON ({exc}); prepare it again") from None
+        raise BadAvatarError(f"avatar {where} is corrupt: {MANIFEST} is not valid JSON ({exc}); prepare it again") from None
     if not isinstance(manifest, dict) or "schema" not in manifest:
-        raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} has no schema version; prepare it again")
+        raise BadAvatarError(f"avatar {where} is corrupt: {MANIFEST} has no schema version; prepare it again")
     if manifest["schema"] != SCHEMA_VERSION:
         age = "an older" if isinstance(manifest["schema"], int) and manifest["schema"] < SCHEMA_VERSION else "another"
         raise BadAvatarError(
-            f"avatar {path} was made by {age} version of lipstream (package schema {manifest['schema']}, "
+            f"avatar {where} was made by {age} version of lipstream (package schema {manifest['schema']}, "
             f"this version reads {SCHEMA_VERSION}); run lipstream prepare on its source again"
         )
     missing = [k for k in ("kind", "fps", "width", "height", "frame_count") if k not in manifest]
     if missing:
-        raise BadAvatarError(f"avatar {path} is corrupt: {MANIFEST} lacks {', '.join(missing)}; prepare it again")
+        raise BadAvatarError(f"avatar {where} is corrupt: {MANIFEST} lacks {', '.join(missing)}; prepare it again")
     return manifest
 
 

@@ -7,6 +7,7 @@
     GET  /api/presets           the latency presets
     GET  /api/avatars           avatars that can be used
     POST /api/avatars           upload a photo or video (multipart: file, name) -> prepare job
+    POST /api/avatars/preload   {"avatars": [names]}: every worker fetches and holds them now
     POST /api/render            multipart: audio, avatar, renderer, driver -> render job (mp4)
     GET  /api/jobs/{id}         a job's state and progress; /result downloads a render's mp4
     DELETE /api/jobs/{id}       cancel a job (its process is stopped, its files removed)
@@ -30,6 +31,7 @@ import psutil
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field, StringConstraints
 
 from lipstream.avatar.package import is_package, read_manifest
 from lipstream.avatar.prepare import DEFAULT_FPS
@@ -56,7 +58,8 @@ GRACEFUL_SHUTDOWN_S = 2  # open connections get this long after Ctrl+C; then the
 
 def create_app(settings: ServerSettings) -> FastAPI:
     """The ASGI app; its lifespan starts the worker processes and the job runner."""
-    state = ServerState(settings, WorkerPool(settings.workers, settings.avatars_dir))
+    state = ServerState(settings, WorkerPool(settings.workers, settings.avatar_store or settings.avatars_dir,
+                                             settings.avatar_cache_mib))
     jobs = JobRunner(settings.job_timeout_s)
 
     @contextlib.asynccontextmanager
@@ -137,6 +140,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
                                       "name": name, "limits": settings.media_limits}, work)
         return job.public()
 
+    @app.post("/api/avatars/preload", dependencies=guarded)
+    async def preload_avatars(body: AvatarList) -> list[dict]:
+        return await state.pool.preload(body.avatars)
+
     @app.post("/api/render", status_code=202, dependencies=guarded)
     async def render(audio: Annotated[UploadFile, File()], avatar: Annotated[str, Form()] = DEFAULT_NAME,
                      renderer: Annotated[str, Form(pattern=r"^[a-z_]{1,32}$")] = "auto",
@@ -182,6 +189,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         await Connection(ws, state).run(settings.token_ok(token))
 
     return app
+
+
+class AvatarList(BaseModel):
+    avatars: list[Annotated[str, StringConstraints(pattern=SAFE_NAME.pattern)]] = Field(min_length=1, max_length=64)
 
 
 def run_server(host: str = "127.0.0.1", port: int = 8000, avatars_dir: str | os.PathLike | None = None,

@@ -10,6 +10,7 @@ from lipstream.avatar.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_S, Medi
 from lipstream.server.jobs import DEFAULT_JOB_TIMEOUT_S
 from lipstream.server.metrics import Metrics
 from lipstream.session.clock import Clock, RealClock
+from lipstream.store import DEFAULT_CACHE_MIB
 from lipstream.stream.pool import WorkerPool
 
 DEFAULT_MAX_SESSIONS = 8
@@ -35,6 +36,8 @@ class ServerSettings:
     max_audio_s: float = DEFAULT_MAX_AUDIO_S  # audio to render, from its header and while decoding
     job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     max_audio_rate: float = DEFAULT_MAX_AUDIO_RATE  # audio a session may send, x real time
+    avatar_store: str | None = None  # a URI prefix (s3://bucket/avatars): names are read from there, not avatars_dir
+    avatar_cache_mib: float = DEFAULT_CACHE_MIB  # avatars each worker holds in memory
 
     @property
     def media_limits(self) -> MediaLimits:

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipstream.audio.clock import SAMPLE_RATE
-from lipstream.avatar.package import AvatarPackage
-from lipstream.avatar.resolve import resolve_avatar
 from lipstream.errors import BadAudioError, InternalError, LipstreamError, error_class
 from lipstream.session.clock import RealClock
+from lipstream.store import DEFAULT_CACHE_MIB, AvatarStore
 from lipstream.stream.audio_in import AudioFormat
 from lipstream.stream.events import Event, Failure, Status
 
@@ -126,9 +125,10 @@ class _Worker:
         self.index = index
         self.sessions: dict[str, SessionHandle] = {}
         self.pending_opens: dict[str, asyncio.Future] = {}
+        self.pending_preloads: dict[str, asyncio.Future] = {}
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child, pool.avatars_dir, index == 0), daemon=True,
+        self.process = ctx.Process(target=worker_main, args=(child, pool.avatars, pool.avatar_cache_mib, index == 0), daemon=True,
                                    name=f"lipstream-worker-{index}")
         self.process.start()
         child.close()
@@ -191,8 +191,9 @@ class _Worker:
 
     def _dispatch(self, message: tuple) -> None:
         kind, session_id, *rest = message
-        if kind == "opened":
-            future = self.pending_opens.pop(session_id, None)
+        if kind in ("opened", "preloaded"):
+            pending = self.pending_opens if kind == "opened" else self.pending_preloads
+            future = pending.pop(session_id, None)
             if future and not future.done():
                 future.set_result(rest[0])
             elif not isinstance(rest[0], Failure):  # opened after the server gave up waiting: close it
@@ -208,11 +209,16 @@ class _Worker:
 
 
 class WorkerPool:
-    """`workers` processes hosting SessionPipelines; open sessions from the event loop."""
+    """`workers` processes hosting SessionPipelines; open sessions from the event loop.
 
-    def __init__(self, workers: int | None = None, avatars_dir: Path | None = None):
+    avatars: a folder of packages or a URI prefix (lipstream.store.AvatarStore); each worker
+    holds the avatars it loaded within avatar_cache_mib."""
+
+    def __init__(self, workers: int | None = None, avatars: Path | str | None = None,
+                 avatar_cache_mib: float = DEFAULT_CACHE_MIB):
         self.size = max(1, workers or os.cpu_count() or 1)
-        self.avatars_dir = avatars_dir
+        self.avatars = avatars
+        self.avatar_cache_mib = avatar_cache_mib
         self.workers: list[_Worker] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -269,6 +275,20 @@ class WorkerPool:
         handle.info = result
         return handle
 
+    async def preload(self, names: list[str]) -> list[dict]:
+        """Have every worker fetch and hold these avatars now; per avatar, ok only if every worker
+        holds it (the first error otherwise)."""
+        replies = []
+        for worker in [w for w in self.workers if w.alive]:
+            request = os.urandom(8).hex()
+            worker.pending_preloads[request] = future = self.loop.create_future()
+            worker.send(("preload", request, list(names)))
+            replies.append(future)
+        results = await asyncio.gather(*replies)
+        if not results:
+            raise InternalError("no worker process is running; restart the server")
+        return [next((r[i] for r in results if not r[i]["ok"]), results[0][i]) for i in range(len(names))]
+
     def _worker_exited(self, worker: _Worker) -> None:
         if not worker.alive or self.stopping:
             return
@@ -278,6 +298,9 @@ class WorkerPool:
         for future in worker.pending_opens.values():
             if not future.done():
                 future.set_result(failure)
+        for future in worker.pending_preloads.values():
+            if not future.done():
+                future.cancel()
         for handle in list(worker.sessions.values()):
             handle.closed = True
             handle._room.set()
@@ -294,7 +317,7 @@ def _as_error(failure: Failure) -> LipstreamError:
 # -- the worker process ----------------------------------------------------------------------
 
 
-def worker_main(conn, avatars_dir: Path | None, warm_default: bool) -> None:
+def worker_main(conn, avatars: Path | str | None, avatar_cache_mib: float, warm_default: bool) -> None:
     """Entry point of a worker process: serve session commands until told to stop."""
     import cv2
 
@@ -306,7 +329,7 @@ def worker_main(conn, avatars_dir: Path | None, warm_default: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)
-    host = _Host(conn, avatars_dir, SessionPipeline)
+    host = _Host(conn, AvatarStore(avatars, avatar_cache_mib), SessionPipeline)
     if warm_default:
         with contextlib.suppress(LipstreamError):
             host._avatar("default")
@@ -333,13 +356,12 @@ def _warm_up_drivers() -> None:
 class _Host:
     """The worker's sessions and its loop: batches of commands, then timers."""
 
-    def __init__(self, conn, avatars_dir: Path | None, pipeline_cls):
+    def __init__(self, conn, store: AvatarStore, pipeline_cls):
         self.conn = conn
-        self.avatars_dir = avatars_dir
+        self.store = store
         self.pipeline_cls = pipeline_cls
         self.clock = RealClock()  # the sessions' clock: their timers are read from it
         self.sessions: dict = {}
-        self._avatars: dict[str, tuple[float, AvatarPackage]] = {}
 
     def run(self) -> None:
         while True:
@@ -366,6 +388,10 @@ class _Host:
             kind, *args = message
             if kind == "stop":
                 return False
+            if kind == "preload":
+                request, names = args
+                self.conn.send(("preloaded", request, [r.to_dict() for r in self.store.preload(names)]))
+                continue
             session_id = args[0]
             if kind == "audio":
                 events, acked = dirty.setdefault(session_id, ([], 0.0))
@@ -410,15 +436,9 @@ class _Host:
         self.sessions[session_id] = pipeline
         self.conn.send(("opened", session_id, pipeline.info()))
 
-    def _avatar(self, name: str) -> AvatarPackage:
-        """The avatar package, loaded once per worker (again if it was prepared anew)."""
-        folder = self.avatars_dir / name if self.avatars_dir else None
-        stamp = (folder / "manifest.json").stat().st_mtime if folder and (folder / "manifest.json").exists() else 0.0
-        cached = self._avatars.get(name)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, resolve_avatar(name, avatars_dir=self.avatars_dir))
-            self._avatars[name] = cached
-        return cached[1]
+    def _avatar(self, name: str):
+        """The avatar package, from the store (loaded again if it was prepared anew)."""
+        return self.store.get(name)
 
     def _send_events(self, session_id: str, events: list) -> None:
         if events:

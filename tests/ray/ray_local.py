@@ -1,0 +1,35 @@
+"""A local Ray for the tests in this folder (`from ray_local import local_ray`): 2 CPUs, no
+dashboard, auth off, temp dirs; shut down after each module. Skipped with the reason when Ray
+isn't installed (`pip install 'lipstream[ray]'`). Not a conftest.py: this folder has no
+__init__.py (one would make `import ray` find it), so a conftest here would shadow tests/conftest.py."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        ray = None
+    if ray is None or not hasattr(ray, "init"):  # without Ray, `import ray` may find this folder
+        pytest.skip("Ray is not installed: pip install 'lipstream[ray]'", allow_module_level=True)
+    return ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = _ray()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_AUTH_MODE", "disabled")
+    mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    yield ray
+    ray.shutdown()
+    mp.undo()
+    shutil.rmtree(temp, ignore_errors=True)
