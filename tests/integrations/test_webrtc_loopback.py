@@ -28,7 +28,9 @@ def test_a_browser_gets_the_reply_in_sync(small_avatar, tmp_path):
     audio, rate = client.timed_audio()
     heard = speech_span_s(np.concatenate([s for _, s in audio]), rate)
     sent = speech_span_s(tts_speech(REPLY_S), TTS_RATE_HZ)
-    assert sent - 0.05 <= heard <= sent + 0.25  # the whole reply, once (a gap if the busy machine fell behind)
+    # the whole reply, once: a replay would double it; the transport fills the gaps of a busy machine
+    # with silence, which stretches the span (1.16x with both cores kept busy)
+    assert sent - 0.05 <= heard < 1.5 * sent
     during = [t for t, _ in client.video if started <= t <= started + REPLY_S]
     assert len(during) >= 20 * REPLY_S * 0.9  # video keeps coming (>= 20 fps) while it talks
     offset = sync_offset_ms(tmp_path / "webrtc.mp4", client.video, audio, rate, 25)
