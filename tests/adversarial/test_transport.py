@@ -3,31 +3,17 @@ without one), request heads that never end. Memory must stay put and such socket
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import time
 
 from adversarial.conftest import TOKEN
 from live_server import health, tree_rss_mib
+from lipstream.bench.attack import raw_websocket
 from lipstream.server.transport import HEADER_TIMEOUT_S, WRITE_STALL_S
 
 PING_FLOOD_S = 4.0
 MAX_GROWTH_MIB = 50
-
-
-def open_websocket(port: int, token: str | None) -> socket.socket:
-    """A raw WebSocket handshake (so that nothing reads for us afterwards)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 def ping_frame(payload: bytes = b"x" * 125) -> bytes:
@@ -67,7 +53,7 @@ def dropped_within(sock: socket.socket, seconds: float) -> bool:
 def test_unread_pings_do_not_grow_the_server(server):
     port = int(server.http.rsplit(":", 1)[1])
     before = tree_rss_mib(server.process.pid)
-    with open_websocket(port, TOKEN) as authorized, open_websocket(port, None) as anonymous:
+    with raw_websocket(port, TOKEN) as authorized, raw_websocket(port, None) as anonymous:
         sent = flood_pings(authorized, PING_FLOOD_S / 2) + flood_pings(anonymous, PING_FLOOD_S / 2)
         growth = tree_rss_mib(server.process.pid) - before
         assert growth < MAX_GROWTH_MIB, (growth, sent)

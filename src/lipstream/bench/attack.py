@@ -173,7 +173,8 @@ def attack_unread_pings(server: ServerProcess) -> dict:
     results = {}
     with MemoryWatch(server) as memory:
         for label, token in (("with_token", TOKEN), ("without_token", None)):
-            sock = _raw_websocket(server.port, token)
+            sock = raw_websocket(server.port, token)
+            sock.setblocking(False)
             results[label] = _flood_pings(sock, FLOOD_S / 2)
             results[label]["dropped_by_server_within_s"] = _time_to_drop(sock, 30.0)
             sock.close()
@@ -266,8 +267,9 @@ def _wav(audio: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _raw_websocket(port: int, token: str | None) -> socket.socket:
-    """A WebSocket handshake on a plain socket, so that nothing reads for the client afterwards."""
+def raw_websocket(port: int, token: str | None) -> socket.socket:
+    """A WebSocket handshake on a plain, blocking socket, so that nothing reads for the client
+    afterwards; raises AssertionError unless the server switched protocols (101)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
@@ -276,7 +278,7 @@ def _raw_websocket(port: int, token: str | None) -> socket.socket:
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)
-    sock.setblocking(False)
+    assert head.startswith(b"HTTP/1.1 101"), head
     return sock
 
 
