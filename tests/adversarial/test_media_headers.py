@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 
-import av
-import numpy as np
 import pytest
 
-from lipstream.bench.hostile_media import long_claim_video, png_bomb, silent_flac
+from lipstream.bench.hostile_media import long_claim_video, png_bomb, silent_flac, video_at_times
 from lipstream.audio.io import load_audio
 from lipstream.avatar.media import MediaLimits, read_image, video_frame_times
 from lipstream.errors import BadAudioError, BadAvatarError
@@ -35,16 +32,4 @@ def test_limits_checked_from_headers(tmp_path):
 
 def crowded_video(path, frames: int):
     """`frames` tiny frames 1 ms apart: a short video that holds far too many frames."""
-    ms = Fraction(1, 1000)
-    with av.open(str(path), "w", format="matroska") as container:
-        stream = container.add_stream("mpeg4", rate=1000)
-        stream.width = stream.height = 16
-        stream.pix_fmt, stream.codec_context.time_base = "yuv420p", ms
-        for pts in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
-            frame.pts, frame.time_base = pts, ms
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return video_at_times(path, range(frames), side=16)

@@ -34,14 +34,20 @@ def png_bomb(path: Path, side: int = 20000) -> Path:
 
 
 def long_claim_video(path: Path, seconds: float = THREE_HOURS_S) -> Path:
+    """Two black 64x64 frames `seconds` apart: a tiny file whose header claims a long video."""
+    return video_at_times(path, (0, int(seconds * 1000)), side=64)
+
+
+def video_at_times(path: Path, times_ms, side: int) -> Path:
+    """A Matroska MPEG-4 video of black side x side frames presented at `times_ms` (ms from the start)."""
     ms = Fraction(1, 1000)
     with av.open(str(path), "w", format="matroska") as container:
         stream = container.add_stream("mpeg4", rate=25)
-        stream.width = stream.height = 64
+        stream.width = stream.height = side
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = ms
-        for pts in (0, int(seconds * 1000)):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+        for pts in times_ms:
+            frame = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
             frame.pts, frame.time_base = pts, ms
             for packet in stream.encode(frame):
                 container.mux(packet)
