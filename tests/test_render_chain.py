@@ -40,3 +40,51 @@ def test_a_session_with_machine_profiles_reports_the_choice_and_falls_back_when_
     for _ in range(MAX_MISSES):
         session.chain.record(True)
     assert session.chain.name == "static" and session.chain.changes[-1].reason == "deadline"
+
+
+class _SlowRenderer:
+    """Wraps a renderer; every render advances the manual clock by `seconds`."""
+
+    def __init__(self, inner, clock, seconds):
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+        self.name = inner.name
+
+    def render_frame(self, k, params):
+        self.clock.advance(self.seconds)
+        return self.inner.render_frame(k, params)
+
+
+def _timed_session(default_avatar, clock, render_s):
+    session = Session(default_avatar, preset="ultra_low", size=(64, None), clock=clock, profiles=[],
+                      renderer="warp")
+    session.chain.renderer = _SlowRenderer(session.chain.renderer, clock, render_s)
+    return session
+
+
+def test_a_renderer_slower_than_real_time_on_average_falls_back(default_avatar, speech):
+    from lipstream.session import ManualClock
+
+    clock = ManualClock()
+    session = _timed_session(default_avatar, clock, render_s=0.05)  # 50 ms a frame at 25 fps
+    session.push_audio(speech[: 2 * 16000], 16000)
+    session.flush()
+    session.poll()
+    assert [c.reason for c in session.chain.changes] == ["deadline"]
+    assert "on average" in session.chain.changes[0].detail and session.chain.name == "static"
+
+
+def test_stretched_single_renders_and_slow_idle_frames_do_not_fall_back(default_avatar, speech):
+    from lipstream.session import ManualClock
+
+    clock = ManualClock()
+    session = _timed_session(default_avatar, clock, render_s=0.12)
+    for _ in range(40):  # idle frames taking 3 frame periods each: nobody waits on them
+        clock.advance(0.04)
+        session.poll()
+    assert session.chain.changes == []
+    session.push_audio(speech[: 2 * 16000], 16000)
+    session.flush()
+    for i in range(60):  # every 8th frame of speech preempted to 120 ms: a mean of 24 ms, under 40
+        session.chain.renderer.seconds = 0.12 if i % 8 == 7 else 0.01
+        session.poll(limit=1)
+    assert session.chain.changes == [] and session.chain.name == "warp"

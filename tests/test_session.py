@@ -257,3 +257,34 @@ def test_each_turns_first_frame_carries_when_its_audio_arrived(default_avatar, s
     assert [k for k, _, _ in marked] == turn_starts
     # with 60 ms of look-ahead the first frame of a turn is ready once 100 ms of audio are in
     assert next(f.ready_s for f, _ in made if f.turn_arrived_s is not None) == pytest.approx(made[0][1] + 0.08)
+
+
+def test_a_live_poll_renders_only_the_frames_it_hands_out(default_avatar, speech):
+    """Frames of a long ready block are rendered as they are read: the first goes out after one
+    render, not after the whole block (what a listener waits for at the start of a reply)."""
+    clock = ManualClock()
+    session = live(default_avatar, clock, idle_frames=False)
+    drawn = []
+    renderer = session.chain.renderer
+    original = renderer.render_frame
+    renderer.render_frame = lambda k, params: drawn.append(k) or original(k, params)
+    session.push_audio(pcm16(speech[:SAMPLE_RATE]), SAMPLE_RATE)
+    session.flush()
+    first = frames(session.poll(limit=1))
+    assert len(first) == 1 and len(drawn) == 1
+    rest = frames(session.poll())
+    assert len(rest) == FrameClock(FPS).frame_count(SAMPLE_RATE) - 1 and len(drawn) == 1 + len(rest)
+
+
+def test_the_first_frame_comes_with_the_chunk_that_completes_its_look_ahead(default_avatar, voice24k):
+    """At 24 kHz the analysis copy lags the input by the resampler's filter (about 1 ms); frame 0
+    still goes out with the chunk that brings its 40 ms and the 120 ms look-ahead, not one later."""
+    clock = ManualClock()
+    session = live(default_avatar, clock, preset="low", idle_frames=False)
+    assert round(session.lookahead_s * 1000) == 120
+    for n, i in enumerate(range(0, len(voice24k), 480), start=1):  # 20 ms chunks
+        session.push_audio(voice24k[i : i + 480], 24000)
+        if frames(session.poll()):
+            break
+        clock.advance(0.02)
+    assert n * 20 == 40 + 120

@@ -33,10 +33,7 @@ import numpy as np
 
 from lipstream.api import Avatar
 from lipstream.api import open as open_avatar
-from lipstream.audio.clock import SAMPLE_RATE
-from lipstream.audio.io import load_audio
 from lipstream.audio.pcm import as_samples
-from lipstream.avatar.resolve import bundled_asset
 from lipstream.errors import NotSupportedError
 from lipstream.session import Clock, Frame, Notice, Preset
 
@@ -129,7 +126,6 @@ class ReplyStream:
         opened = avatar if isinstance(avatar, Avatar) else open_avatar(avatar, fps=fps)
         self.session = opened.session(fps=fps, size=size, driver=driver, renderer=renderer, preset=preset,
                                       clock=clock)
-        self._warm_driver()
         self.clock = self.session.clock
         self.fps: float = self.session.fps
         self.size: tuple[int, int] = self.session.size
@@ -319,12 +315,6 @@ class ReplyStream:
 
     # -- inside --------------------------------------------------------------------------------
 
-    def _warm_driver(self) -> None:
-        """Run the session's driver once on speech so that loading its models (VAD, classifier)
-        is done now, not on a reply's first frame (the session warms only its renderer)."""
-        speech = load_audio(bundled_asset("speech.wav"))[:SAMPLE_RATE]
-        self.session.driver.driver.drive(speech)
-
     def _new_reply(self, sample_rate: int) -> ReplyStats:
         self._replies += 1
         return ReplyStats(self._replies, self.clock.now(), sample_rate)
@@ -347,8 +337,9 @@ class ReplyStream:
             self._failure = future.exception()
 
     def _poll(self) -> tuple[list[Frame | Notice], float | None]:
-        """On the worker: what the session has ready now, and when it next has something by itself."""
-        return self.session.poll(), self.session.next_wakeup()
+        """On the worker: the session's next frame (rendered now) and the notices before it, and
+        when it next has something by itself; a frame goes to the consumer as soon as it is drawn."""
+        return self.session.poll(limit=1), self.session.next_wakeup()
 
     def _feed(self, more: bool = False) -> None:
         """Give the session held audio (and the flushes between replies) up to `ahead_s` beyond

@@ -92,11 +92,14 @@ class StreamingDriver:
         self._received += len(samples)
         self._pending += len(samples)
 
-    def ready(self) -> np.ndarray:
-        """Rows (n, 4) of the frames whose audio and look-ahead are in, once a block is collected."""
+    def ready(self, arrived: int | None = None) -> np.ndarray:
+        """Rows (n, 4) of the frames whose audio and look-ahead are in, once a block is collected.
+        arrived: the stream's length on the clock (default: the samples received); a caller whose
+        analysis copy lags its input by a resampler's filter delay (about 1 ms) passes the input's,
+        so that delay does not hold a frame back until the next chunk."""
         if self._pending < max(self.block, self._cpu_block, 1):
             return _no_rows()
-        last = self._last_frame_ending_by(self._received - self.lookahead)
+        last = self._last_frame_ending_by((self._received if arrived is None else arrived) - self.lookahead)
         if last <= self.next_frame:
             return _no_rows()
         self._pending = 0

@@ -35,13 +35,16 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE, FrameClock
 from lipstream.audio.pcm import as_samples
 from lipstream.audio.resampler import StreamResampler
+from lipstream.audio.io import load_audio
 from lipstream.avatar.package import AvatarPackage
+from lipstream.avatar.resolve import bundled_asset
 from lipstream.errors import BadAudioError, NotSupportedError
 from lipstream.motion.drivers import DEFAULT_DRIVER, get_driver
 from lipstream.motion.streaming import StreamingDriver
@@ -108,8 +111,9 @@ class Session:
         self.chain = RenderChain(avatar, renderer or (p.renderer if live else "auto"), 1.0 / self.fps,
                                  self.driver_name, profiles, still=still, options=renderer_options,
                                  now=self.clock.now)
-        if live:
-            self.chain.renderer.render_frame(0, np.zeros(4, np.float32))  # first-call costs now, not on frame 0
+        if live:  # first-call costs (the renderer's buffers, the driver's models) now, not on a turn's first frame
+            self.chain.renderer.render_frame(0, np.zeros(4, np.float32))
+            self.driver.driver.drive(_warm_up_speech())
         self.idle_frames = live if idle_frames is None else idle_frames
         self.drop_late, self.skip_silent, self.refuse_silence = drop_late, skip_silent, refuse_silence
         self.turns = 0
@@ -175,7 +179,7 @@ class Session:
             pts = turn.pts_of(turn.received)
             turn.append(samples)
             self.driver.append(self._resampler.push(samples, sample_rate))
-            self._arrivals.add(self.driver.received, now)
+            self._arrivals.add(turn.pts_of(turn.received), now)  # the input's length: the analysis copy lags it
             # a quiet turn ends counting from when the session got the chunk, not when it arrived
             # upstream: a session that fell behind must not end a turn whose audio is still queued
             self._last_push_s, self._last_chunk_s = max(now, self.clock.now()), len(samples) / sample_rate
@@ -259,7 +263,7 @@ class Session:
         `end()` once every frame is out, or at `close()`."""
         while True:
             with self._lock:
-                items, version = self._poll(None if self.live else 1), self._version
+                items, version = self._poll(1), self._version
             yield from (item for item in items if isinstance(item, Frame))
             if items:
                 continue
@@ -317,24 +321,25 @@ class Session:
 
     def _poll_state(self) -> tuple[list, bool, float | None]:
         with self._lock:
-            items = self._poll(None if self.live else 1)
+            items = self._poll(1)
             return items, not items and self._finished(), self.next_wakeup()
 
     def _poll(self, limit: int | None) -> list[Frame | Notice]:
         if not self._closed:
             self._tick()  # first: time spent rendering below must not end a turn whose audio is coming
             if self.live and self._turn is not None:
-                rows = self.driver.ready()
+                rows = self.driver.ready(arrived=self._turn.pts_of(self._turn.received))
                 if len(rows):
                     self._make(self.driver.next_frame - len(rows), rows)
         out: list[Frame | Notice] = []
         frames = 0
         while self._out and (limit is None or frames < limit):
             item = self._out[0]
-            if isinstance(item, _Block):
-                frame = item.next(self)
+            if isinstance(item, _Block | _LiveBlock):
+                frame = item.next(self) if isinstance(item, _Block) else self._live_frame(item)
                 if frame is None:
                     self._out.popleft()
+                    out += item.notices(self.drop_late)
                     continue
                 out.append(frame)
                 out += self._changes()
@@ -417,55 +422,53 @@ class Session:
         self._idle_since_s, self._idle_made = now, 0
 
     def _make(self, first: int, rows: np.ndarray) -> None:
-        """Queue frames first.. for rows (n, 4): live ones rendered now against their deadlines,
-        offline ones as a block rendered when read."""
+        """Queue frames first.. for rows (n, 4) as a block rendered when read (`poll`): live ones
+        with the times their audio arrived, checked against their deadlines when rendered; offline
+        ones planned across the block by the renderer."""
         turn = self._turn
         audio = [turn.take(k - turn.first_frame) for k in range(first, first + len(rows))]
         if not self.live:
             self._out.append(_Block(first, rows, audio, turn.sample_rate,
                                     self.chain.render_rows(first + self._idle_total, rows)))
             return
-        late = silent = 0
-        for i, row in enumerate(rows):
-            k = first + i
-            ready = self._arrivals.time_of(self.driver.needed_sample(k))
-            ready = self._flush_s if ready is None else ready
-            deadline = max(ready, self._due_s(k)) + self.preset.deadline_ms / 1000 if self.deadlines else float("inf")
-            if self.clock.now() > deadline:
-                late += 1
+        ready = [self._arrivals.time_of(self.driver.needed_sample(k)) for k in range(first, first + len(rows))]
+        ready = [self._flush_s if r is None else r for r in ready]
+        deadline = [max(r, self._due_s(k)) + self.preset.deadline_ms / 1000 if self.deadlines else float("inf")
+                    for k, r in enumerate(ready, start=first)]
+        self._arrivals.forget_before(self.driver.needed_sample(first + len(rows)))
+        self._out.append(_LiveBlock(first, rows, audio, turn.sample_rate, turn, ready, deadline))
+
+    def _live_frame(self, block: _LiveBlock) -> Frame | None:
+        """Block's next frame rendered now, or repeated / skipped if late or silent; None at its end."""
+        while block.done < len(block.rows):
+            i, block.done = block.done, block.done + 1
+            k, row = block.first + i, block.rows[i]
+            if self.clock.now() > block.deadline[i]:
+                block.late += 1
                 self.chain.record(True)
                 if self.drop_late:
                     continue
                 image = self._last_image if self._last_image is not None else self._render(k + self._idle_total, row)
             elif self.skip_silent and np.all(np.abs(row) < CLOSED_MOUTH_EPS):
-                silent += 1
+                block.silent += 1
                 continue
             else:
                 image = self._render(k + self._idle_total, row)
-            self._out.append(self._frame(k, image, audio[i], row, False, ready, deadline, turn.arrived_s))
-            turn.arrived_s = None
-            self._out.extend(self._changes())
-        self._arrivals.forget_before(self.driver.needed_sample(first + len(rows)))
-        late_reason = "late" if self.drop_late else "repeated"  # repeated: sent with the last image
-        for count, reason in ((late, late_reason), (silent, "silent")):
-            if count:
-                self._out.append(Notice("dropped", {"count": count, "reason": reason}))
+                self.chain.record(False)
+            turn_arrived_s, block.turn.arrived_s = block.turn.arrived_s, None
+            start, end = self.frame_clock.frame_span(k)
+            return Frame(k, image, block.audio[i], block.sample_rate, start, end - start, False, self.chain.name,
+                         row, block.ready[i], block.deadline[i], turn_arrived_s=turn_arrived_s)
+        return None
 
-    def _render(self, motion_index: int, row: np.ndarray) -> np.ndarray:
-        self._last_image = fit(self.chain.render(motion_index, row), self.size)
+    def _render(self, motion_index: int, row: np.ndarray, timed: bool = True) -> np.ndarray:
+        self._last_image = fit(self.chain.render(motion_index, row, timed=timed), self.size)
         return self._last_image
-
-    def _frame(self, k: int, image: np.ndarray, audio: np.ndarray, row: np.ndarray, idle: bool,
-               ready: float, deadline: float, turn_arrived_s: float | None = None) -> Frame:
-        start, end = self.frame_clock.frame_span(k)
-        rate = self._turn.sample_rate if self._turn is not None else self._empty_audio[0]
-        return Frame(k, image, audio, rate, start, end - start, idle, self.chain.name, row, ready, deadline,
-                     turn_arrived_s=turn_arrived_s)
 
     def _idle_frame(self, due_s: float) -> Frame:
         k = self.driver.next_frame
         row = np.zeros(4, np.float32)
-        image = self._render(k + self._idle_total, row)
+        image = self._render(k + self._idle_total, row, timed=False)  # idle frames have no audio to keep up with
         self._idle_total += 1
         rate, empty = self._empty_audio
         return Frame(k, image, empty, rate, self.driver.received, 0, True, self.chain.name, row, due_s,
@@ -526,6 +529,29 @@ class _Turn:
 
 
 @dataclass
+class _LiveBlock:
+    """Live frames first.. of one turn, rendered one at a time as they are read (Session._live_frame):
+    a poll that hands out one frame renders one. ready / deadline: session-clock s per row."""
+
+    first: int
+    rows: np.ndarray
+    audio: list
+    sample_rate: int
+    turn: _Turn
+    ready: list[float]
+    deadline: list[float]
+    done: int = 0
+    late: int = 0
+    silent: int = 0
+
+    def notices(self, drop_late: bool) -> list[Notice]:
+        """What was not rendered: late (dropped, or repeated the last image) and silent frames."""
+        late_reason = "late" if drop_late else "repeated"  # repeated: sent with the last image
+        return [Notice("dropped", {"count": n, "reason": reason})
+                for n, reason in ((self.late, late_reason), (self.silent, "silent")) if n]
+
+
+@dataclass
 class _Block:
     """Offline frames first.. of one turn, rendered one at a time as they are read."""
 
@@ -544,6 +570,15 @@ class _Block:
         start, end = session.frame_clock.frame_span(self.first + i)
         return Frame(self.first + i, image, self.audio[i], self.sample_rate, start, end - start, False, session.chain.name,
                      self.rows[i])
+
+    def notices(self, drop_late: bool) -> list[Notice]:
+        return []
+
+
+@lru_cache(maxsize=1)
+def _warm_up_speech() -> np.ndarray:
+    """A second of the bundled speech (16 kHz mono float32): it takes a driver down its speech path."""
+    return load_audio(bundled_asset("speech.wav"))[:SAMPLE_RATE]
 
 
 def _ms(ticks: int) -> float:

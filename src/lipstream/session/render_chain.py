@@ -6,9 +6,11 @@ renderers the avatar can use), then the other feasible backends that are faster,
 `auto` without profiles, or a named renderer: bank -> warp -> static from the first that applies.
 
 If the current renderer raises, the frame is rendered again by the next one in the chain, which
-stays in use. If it misses its deadline repeatedly (MAX_MISSES of the last MISS_WINDOW_FRAMES
-frames took longer than a frame period to render, or were dropped as late), the session also
-moves down the chain. `switch` changes renderer on request mid-session. Every change is
+stays in use. If it can't keep up (MAX_MISSES of the last MISS_WINDOW_FRAMES frames missed their
+deadline, or its mean render time over the last MISS_WINDOW_FRAMES frames of speech is longer
+than a frame period), the session also moves down the chain. A mean, not a count of slow
+frames: on a shared machine single renders are stretched by preemption without the renderer
+falling behind. Idle frames are not timed: nothing waits on them. `switch` changes renderer on request mid-session. Every change is
 returned as a `Fallback` record for the status message and the metrics. Render times are read
 from the session's clock (`now`), never from the wall clock directly.
 
@@ -67,6 +69,7 @@ class RenderChain:
         self.changes: list[Fallback] = []
         self.reason = ""  # why `auto` chose what it chose
         self._misses: deque[bool] = deque(maxlen=MISS_WINDOW_FRAMES)
+        self._render_s: deque[float] = deque(maxlen=MISS_WINDOW_FRAMES)
         steps = auto_steps(avatar, 1.0 / frame_period_s, driver, profiles) if renderer == "auto" and profiles else None
         if steps:
             (name, options), self.reason = steps[0]
@@ -81,8 +84,9 @@ class RenderChain:
     def name(self) -> str:
         return self.renderer.name
 
-    def render(self, k: int, params: np.ndarray) -> np.ndarray:
-        """Frame k (H, W, 3) uint8 RGB for params (4,), falling back down the chain on errors."""
+    def render(self, k: int, params: np.ndarray, timed: bool = True) -> np.ndarray:
+        """Frame k (H, W, 3) uint8 RGB for params (4,), falling back down the chain on errors;
+        `timed`: its render time counts toward keeping up (not for idle frames)."""
         while True:
             start = self.now()
             try:
@@ -91,7 +95,8 @@ class RenderChain:
                 log.warning("renderer %s failed on frame %d: %s", self.name, k, exc)
                 self._fall_back("error", f"{type(exc).__name__}: {exc}")
                 continue
-            self.record(self.now() - start > self.frame_period_s)
+            if timed:
+                self._timed(self.now() - start)
             return frame
 
     def render_rows(self, first: int, rows: np.ndarray) -> Iterator[np.ndarray]:
@@ -113,12 +118,22 @@ class RenderChain:
         if sum(self._misses) >= MAX_MISSES and self._next() is not None:
             self._fall_back("deadline", f"{sum(self._misses)} of the last {len(self._misses)} frames were late")
 
+    def _timed(self, seconds: float) -> None:
+        """Count a render's time; a window whose mean exceeds the frame period moves down the chain."""
+        self._render_s.append(seconds)
+        full = len(self._render_s) == self._render_s.maxlen
+        if full and sum(self._render_s) / len(self._render_s) > self.frame_period_s and self._next() is not None:
+            self._fall_back("deadline", f"rendering took {1000 * sum(self._render_s) / len(self._render_s):.0f} ms "
+                            f"a frame on average over the last {len(self._render_s)} (a frame lasts "
+                            f"{1000 * self.frame_period_s:.0f} ms)")
+
     def switch(self, name: str) -> None:
         """Use renderer `name` from the next frame on (NotSupportedError if it can't be used)."""
         previous = self.name
         self.renderer = self._create(name, {})
         self._position = self._index(name, {})
         self._misses.clear()
+        self._render_s.clear()
         self.changes.append(Fallback(previous, self.name, "request"))
 
     def _create(self, name: str, options: dict) -> Renderer:
@@ -148,6 +163,7 @@ class RenderChain:
                 continue
             self._position = position
             self._misses.clear()
+            self._render_s.clear()
             self.changes.append(Fallback(previous, name, reason, detail))
             return
         raise RenderFailedError(f"every renderer failed (last: {previous}: {detail}); the session can't go on")
