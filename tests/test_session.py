@@ -237,6 +237,21 @@ def test_async_iterator_and_close(default_avatar, speech):
     assert [f.index for f in got] == list(range(25))
 
 
+def test_events_hand_out_the_notices_between_the_frames(default_avatar, speech):
+    session = Session(default_avatar, preset="ultra_low", size=(64, None), idle_frames=False, deadlines=False,
+                      profiles=[])
+
+    async def main():
+        session.push_audio(pcm16(speech[:8000]), SAMPLE_RATE)
+        session.end()
+        return [item async for item in session.events()]
+
+    items = asyncio.run(asyncio.wait_for(main(), 60))
+    kinds = [i.event if isinstance(i, Notice) else "frame" for i in items]
+    assert kinds[0] == "turn_started" and kinds[-1] == "turn_ended"
+    assert kinds[1:-1] == ["frame"] * FrameClock(FPS).frame_count(8000)
+
+
 def test_each_turns_first_frame_carries_when_its_audio_arrived(default_avatar, speech):
     clock = ManualClock()
     session = live(default_avatar, clock, lookahead=0.06)

@@ -276,9 +276,14 @@ class Session:
                 self._wake.wait(None if wake is None else max(0.0, wake - self.clock.now()))
 
     def __aiter__(self) -> AsyncIterator[Frame]:
-        return self._async_frames()
+        return self._async_items(notices=False)
 
-    async def _async_frames(self) -> AsyncIterator[Frame]:
+    def events(self) -> AsyncIterator[Frame | Notice]:
+        """As `async for frame in session`, with the notices (turns, drops, fallbacks) in order
+        between the frames: what a transport reports to its client."""
+        return self._async_items(notices=True)
+
+    async def _async_items(self, notices: bool) -> AsyncIterator[Frame | Notice]:
         """As `__iter__`, rendering on a worker thread so the event loop stays free."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
@@ -296,7 +301,7 @@ class Session:
                 event.clear()
                 items, finished, wake = await asyncio.to_thread(self._poll_state)
                 for item in items:
-                    if isinstance(item, Frame):
+                    if notices or isinstance(item, Frame):
                         yield item
                 if items:
                     continue
