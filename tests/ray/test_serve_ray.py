@@ -95,10 +95,6 @@ async def refused(url: str, samples: np.ndarray, rate: int) -> tuple[float, dict
                 return time.monotonic() - t0, message
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known fault (issue 14, docs/scale.md): Serve's router can put 3-4 of 4 concurrent handshakes on one replica, "
-    "and a session may stay counted on its replica after its client left through the proxy; passed 2 of 3 runs "
-    "here, failed 3 of 4 manual runs of the same sessions against `lipstream serve --ray`"))
 def test_four_sessions_split_two_and_two_and_a_fifth_is_refused(serve_app, voice):
     samples, rate = voice
 

@@ -4,8 +4,9 @@ single-machine app (protocol, presets, worker pool, health, metrics) for a few s
 Ray Serve pins each WebSocket to one replica for its life. Over capacity it would queue a new
 handshake at the proxy (and answer HTTP 500 once its queue is full: ../shared/notes/ray.md), so
 each replica takes up to `sessions_per_replica` + REFUSAL_SLOTS requests and refuses sessions
-beyond its own limit itself, at once, with our SESSION_LIMIT error. Serve's router sends a new
-request to the less busy of two replicas, so sessions spread while there is room anywhere.
+beyond its own limit itself, at once, with our SESSION_LIMIT error. Our request router
+(ray_router.py) sends each new request to the replica with the fewest open WebSockets, so
+sessions spread evenly and a session is refused only when every replica is full.
 
 Every WebSocket handshake answers with an `x-lipstream-replica` header naming its replica.
 """
@@ -21,6 +22,7 @@ from lipstream.server.state import ServerSettings
 REFUSAL_SLOTS = 4  # requests a full replica still takes: refusals, /health, /metrics
 REPLICA_HEADER = b"x-lipstream-replica"
 LOCAL_RAY = "local"
+ROUTER_CLASS = "lipstream.server.ray_router:FewestSessionsRouter"
 
 
 def build_application(settings: ServerSettings, replicas: int, sessions_per_replica: int, num_cpus: float = 1,
@@ -34,11 +36,22 @@ def build_application(settings: ServerSettings, replicas: int, sessions_per_repl
 
         return ReplicaHeader(create_app(settings))
 
+    from ray.serve.config import RequestRouterConfig
+
+    from lipstream.server.ray_router import ROUTING_STATS_PERIOD_S, SOCKETS_STAT
+
+    router = RequestRouterConfig(request_router_class=ROUTER_CLASS,
+                                 request_routing_stats_period_s=ROUTING_STATS_PERIOD_S)
+
     @serve.deployment(name="lipstream", num_replicas=replicas, max_ongoing_requests=sessions_per_replica + REFUSAL_SLOTS,
-                      ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus})
+                      ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus}, request_router_config=router)
     @serve.ingress(build)
     class LipstreamReplica:
         """One replica: the app `build` makes, with its own worker pool."""
+
+        def record_routing_stats(self) -> dict:
+            """What the router ranks replicas by (Serve asks every ROUTING_STATS_PERIOD_S)."""
+            return {SOCKETS_STAT: self.app.open_sockets}
 
     return LipstreamReplica.bind()
 
@@ -56,11 +69,13 @@ def app(args: dict):
 
 
 class ReplicaHeader:
-    """ASGI middleware: WebSocket handshakes answer with the replica's id (x-lipstream-replica)."""
+    """ASGI middleware: WebSocket handshakes answer with the replica's id (x-lipstream-replica);
+    counts the open WebSockets (`open_sockets`, reported to the router)."""
 
     def __init__(self, app):
         self.app = app
         self.replica = _replica_id().encode()
+        self.open_sockets = 0
 
     def __getattr__(self, name):  # Serve reads the FastAPI app's attributes (routes, lifespan, ...)
         return getattr(self.app, name)
@@ -74,7 +89,11 @@ class ReplicaHeader:
                 message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER, self.replica)]}
             await send(message)
 
-        return await self.app(scope, receive, tagged)
+        self.open_sockets += 1
+        try:
+            return await self.app(scope, receive, tagged)
+        finally:
+            self.open_sockets -= 1
 
 
 def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, replicas: int,
