@@ -640,6 +640,22 @@ def bench_load(
     console.print(out.read_text(), highlight=False)
 
 
+@bench_app.command("ray")
+@friendly
+def bench_ray(
+    seconds: Annotated[float, typer.Option(help="Speech each of the 4 measured sessions streams.")] = 8.0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/ray-serve.json"),
+) -> None:
+    """`serve --ray local`, 2 replicas of 2 sessions: 4 seed-002 clients (fps, sync, split), a 5th refused, replica cost."""
+    from lipstream.bench.scale import run_ray_serve_bench
+
+    with console.status("measuring `lipstream serve --ray local` (a few minutes)"):
+        results = run_ray_serve_bench(out=out, seconds=seconds)
+    console.print(out.read_text(), highlight=False)
+    if not results["bar"]["holds"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("attack")
 @friendly
 def bench_attack(

@@ -1,15 +1,19 @@
 """`lipstream serve --ray`: 2 replicas of 2 sessions; 4 seed-002 clients land 2 and 2 and each
-gets its frames on the clock; a 5th is refused at once with SESSION_LIMIT."""
+gets its frames on the clock; a 5th is refused at once with SESSION_LIMIT. Scaled down to one
+replica, the stopped replica's session is told to reconnect (going_away, closeInMs) and closed
+with 1012, and new sessions are served by the replica left."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import subprocess
 import time
 import wave
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -18,7 +22,7 @@ import pytest
 websockets = pytest.importorskip("websockets")
 
 from ray_local import local_ray  # noqa: F401 (the fixture)
-from lipstream.server.ray_serve import REPLICA_HEADER, build_application  # noqa: E402
+from lipstream.server.ray_serve import GOING_AWAY_S, REPLICA_HEADER, bind_application, lipstream_deployment  # noqa: E402
 from lipstream.server.state import ServerSettings  # noqa: E402
 
 START_TIMEOUT_S = 240
@@ -32,8 +36,8 @@ def serve_app(local_ray, tmp_path_factory):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_application(ServerSettings(), replicas=2, sessions_per_replica=2), name="lipstream",
-              route_prefix="/", blocking=False)
+    deployment = lipstream_deployment(ServerSettings(), replicas=2, sessions_per_replica=2)
+    serve.run(bind_application(deployment), name="lipstream", route_prefix="/", blocking=False)
     http = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
@@ -45,7 +49,7 @@ def serve_app(local_ray, tmp_path_factory):
         if time.monotonic() > deadline:
             pytest.fail("the Serve application did not start")
         time.sleep(0.5)
-    yield f"ws://127.0.0.1:{port}/ws"
+    yield SimpleNamespace(url=f"ws://127.0.0.1:{port}/ws", deployment=deployment)
     serve.shutdown()
 
 
@@ -97,13 +101,14 @@ async def refused(url: str, samples: np.ndarray, rate: int) -> tuple[float, dict
 
 def test_four_sessions_split_two_and_two_and_a_fifth_is_refused(serve_app, voice):
     samples, rate = voice
+    url = serve_app.url
 
     async def main():
         hold = asyncio.Event()
-        tasks = [asyncio.create_task(session(serve_app, f"s{i}", samples, rate, hold)) for i in range(4)]
+        tasks = [asyncio.create_task(session(url, f"s{i}", samples, rate, hold)) for i in range(4)]
         await asyncio.sleep(3)  # all four have started
         try:
-            took, error = await refused(serve_app, samples, rate)
+            took, error = await refused(url, samples, rate)
         finally:
             hold.set()
         return await asyncio.gather(*tasks), took, error
@@ -117,3 +122,88 @@ def test_four_sessions_split_two_and_two_and_a_fifth_is_refused(serve_app, voice
         indices = [m["frameIndex"] for m in frames]
         assert indices == sorted(set(indices)) and len(indices) > 0
         assert all(m["audioTimestamp"] == 40 * m["frameIndex"] for m in frames)
+
+
+def test_one_scrape_of_metrics_has_every_replica(serve_app):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def replicas_of_two_sockets():
+        async with websockets.connect(serve_app.url, open_timeout=60) as a, \
+                websockets.connect(serve_app.url, open_timeout=60) as b:
+            return {ws.response.headers.get(REPLICA_HEADER.decode()) for ws in (a, b)}
+
+    replicas = asyncio.run(replicas_of_two_sockets())
+    assert len(replicas) == 2  # the router put one on each
+    metrics_url = serve_app.url.replace("ws://", "http://").replace("/ws", "/metrics")
+    deadline = time.monotonic() + 60
+    while True:  # each replica reports every few seconds
+        text = httpx.get(metrics_url, timeout=10).text
+        labelled = {s.labels.get("replica") for f in text_string_to_metric_families(text)
+                    if f.name == "lipstream_sessions_active" for s in f.samples}
+        if labelled == replicas or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert labelled == replicas
+
+
+async def streaming_until_closed(url: str, name: str, samples: np.ndarray, rate: int, started: asyncio.Event):
+    """A session that keeps streaming (the voice, looped) until the server closes it; returns its
+    replica, the statuses it got in order and the close code."""
+    step = rate // 50
+    statuses = []
+    async with websockets.connect(url, open_timeout=60) as ws:
+        replica = ws.response.headers.get(REPLICA_HEADER.decode())
+
+        async def read():
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if message["type"] == "response_video":
+                        started.set()
+                    elif message["type"] == "status":
+                        statuses.append(message)
+
+        reader = asyncio.create_task(read())
+        n = 0
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while not reader.done():
+                i = (n * step) % (len(samples) - step)
+                await ws.send(lipsync_audio(name, n, samples[i:i + step], rate))
+                n += 1
+                await asyncio.sleep(0.02)
+        await reader
+        return replica, statuses, ws.close_code
+
+
+def test_a_replica_scaled_down_tells_its_session_to_reconnect_before_closing_it(serve_app, voice):
+    from ray import serve
+
+    samples, rate = voice
+
+    async def main():
+        started = [asyncio.Event(), asyncio.Event()]
+        tasks = [asyncio.create_task(streaming_until_closed(serve_app.url, f"d{i}", samples, rate, started[i]))
+                 for i in range(2)]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 60)
+        await asyncio.to_thread(serve.run, bind_application(serve_app.deployment.options(num_replicas=1)), name="lipstream",
+                                route_prefix="/", blocking=False)
+        done, _ = await asyncio.wait(tasks, timeout=90, return_when=asyncio.FIRST_COMPLETED)
+        assert done, "no session was closed by the scale-down"
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        closed = [task.result() for task in done]
+        hold = asyncio.Event()
+        hold.set()
+        served = await session(serve_app.url, "after", samples, rate, hold)  # the replica left serves it
+        return closed, served
+
+    (closed, (_, frames, errors)) = asyncio.run(asyncio.wait_for(main(), 180))
+    for replica, statuses, code in closed:
+        events = [s["event"] for s in statuses]
+        assert code == 1012, (code, events)
+        assert "going_away" in events and events.index("going_away") < events.index("ended"), events
+        going = statuses[events.index("going_away")]
+        assert going["closeInMs"] == GOING_AWAY_S * 1000
+    assert frames and not errors

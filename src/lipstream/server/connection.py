@@ -46,7 +46,7 @@ CONTROL_RATE_PER_S = 5.0  # start, flush, switch, end, ping: messages per second
 CONTROL_BURST = 20
 SWITCH_COST = 4  # a switch builds a renderer or driver at the worker (10-50 ms of its CPU): 5 per burst
 AUDIO_BURST_S = 5.0  # audio a session may send ahead of its rate limit
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1008, 1011, 1013
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_LATER = 1000, 1008, 1011, 1012, 1013
 
 
 @dataclass
@@ -281,6 +281,20 @@ class Connection:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flushed.wait(), END_TIMEOUT_S)
         self._end_now()
+
+    def go_away(self, close_in_s: float) -> None:
+        """The server is going away (a Ray Serve replica scaled down or redeployed): a `going_away`
+        status now with `closeInMs`, the time the client has to reconnect, and the session ends
+        (its final stats, close code 1012) after that."""
+        self._put(p.status_json("going_away", self.session_id, closeInMs=round(close_in_s * 1000)))
+
+        def close() -> None:
+            if not self.closing:
+                self._put(_Ended())
+                self._put(_Close(CLOSE_RESTART, "server going away"))
+                self.closing = True
+
+        asyncio.get_running_loop().call_later(close_in_s, close)
 
     def _end_now(self) -> None:
         self._put(_Ended())

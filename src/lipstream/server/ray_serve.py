@@ -13,7 +13,11 @@ Every WebSocket handshake answers with an `x-lipstream-replica` header naming it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import gc
+import logging
 import os
 
 from lipstream.errors import NotSupportedError
@@ -23,37 +27,74 @@ REFUSAL_SLOTS = 4  # requests a full replica still takes: refusals, /health, /me
 REPLICA_HEADER = b"x-lipstream-replica"
 LOCAL_RAY = "local"
 ROUTER_CLASS = "lipstream.server.ray_router:FewestSessionsRouter"
+GOING_AWAY_S = 5.0  # a draining replica's sessions get this long to reconnect elsewhere before it closes them
+DRAIN_POLL_S = 0.25
+SHUTDOWN_MARGIN_S = 5.0  # Serve's graceful shutdown waits this much past GOING_AWAY_S before it kills the replica
+
+AUTOSCALE_FILL = 0.75  # with autoscaling: a new replica starts when the average one has this share of its sessions
+UPSCALE_DELAY_S = 5.0
+DOWNSCALE_DELAY_S = 120.0  # a replica is removed after this long under target (its sessions get GOING_AWAY_S)
+
+log = logging.getLogger(__name__)
 
 
 def build_application(settings: ServerSettings, replicas: int, sessions_per_replica: int, num_cpus: float = 1,
-                      num_gpus: float = 0, workers_per_replica: int = 1):
-    """The Serve application (bind()); each replica serves at most `sessions_per_replica`."""
+                      num_gpus: float = 0, workers_per_replica: int = 1, max_replicas: int | None = None):
+    """The Serve application: `lipstream_deployment`'s replicas and the hub they share."""
+    return bind_application(lipstream_deployment(settings, replicas, sessions_per_replica, num_cpus, num_gpus,
+                                                 workers_per_replica, max_replicas))
+
+
+def bind_application(deployment):
+    """`deployment` (lipstream_deployment's, or its .options()) bound with a Hub deployment."""
+    from lipstream.server.ray_hub import Hub
+
+    hub = _serve().deployment(name="lipstream-hub", num_replicas=1, ray_actor_options={"num_cpus": 0})(Hub)
+    return deployment.bind(hub.bind())
+
+
+def lipstream_deployment(settings: ServerSettings, replicas: int, sessions_per_replica: int, num_cpus: float = 1,
+                         num_gpus: float = 0, workers_per_replica: int = 1, max_replicas: int | None = None):
+    """The Serve deployment: `replicas` replicas each serving at most `sessions_per_replica`;
+    with `max_replicas` above `replicas`, Serve adds replicas when the average one has more
+    than AUTOSCALE_FILL of its sessions open (and removes them when they empty)."""
     serve = _serve()
-    settings = dataclasses.replace(settings, max_sessions=sessions_per_replica, workers=workers_per_replica)
-
-    def build():
-        from lipstream.server.app import create_app
-
-        return ReplicaHeader(create_app(settings))
-
     from ray.serve.config import RequestRouterConfig
 
     from lipstream.server.ray_router import ROUTING_STATS_PERIOD_S, SOCKETS_STAT
 
+    settings = dataclasses.replace(settings, max_sessions=sessions_per_replica, workers=workers_per_replica)
+
+    scaling = {"num_replicas": replicas}
+    if max_replicas is not None and max_replicas > replicas:
+        scaling = {"autoscaling_config": {
+            "min_replicas": replicas, "initial_replicas": replicas, "max_replicas": max_replicas,
+            "target_ongoing_requests": sessions_per_replica * AUTOSCALE_FILL,
+            "upscale_delay_s": UPSCALE_DELAY_S, "downscale_delay_s": DOWNSCALE_DELAY_S}}
     router = RequestRouterConfig(request_router_class=ROUTER_CLASS,
                                  request_routing_stats_period_s=ROUTING_STATS_PERIOD_S)
 
-    @serve.deployment(name="lipstream", num_replicas=replicas, max_ongoing_requests=sessions_per_replica + REFUSAL_SLOTS,
-                      ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus}, request_router_config=router)
-    @serve.ingress(build)
+    @serve.deployment(name="lipstream", max_ongoing_requests=sessions_per_replica + REFUSAL_SLOTS,
+                      ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus}, request_router_config=router,
+                      graceful_shutdown_timeout_s=GOING_AWAY_S + SHUTDOWN_MARGIN_S, graceful_shutdown_wait_loop_s=0.5,
+                      **scaling)
+    @serve.ingress()
     class LipstreamReplica:
-        """One replica: the app `build` makes, with its own worker pool."""
+        """One replica: the whole app, with its own worker pool; `hub` is the Hub deployment's handle."""
+
+        def __init__(self, hub=None):
+            self.hub = hub
+
+        def __serve_build_asgi_app__(self):
+            from lipstream.server.app import create_app
+
+            return ReplicaFront(create_app(settings), self.hub)
 
         def record_routing_stats(self) -> dict:
             """What the router ranks replicas by (Serve asks every ROUTING_STATS_PERIOD_S)."""
             return {SOCKETS_STAT: self.app.open_sockets}
 
-    return LipstreamReplica.bind()
+    return LipstreamReplica
 
 
 def app(args: dict):
@@ -68,25 +109,39 @@ def app(args: dict):
                              workers_per_replica=int(args.get("workers_per_replica", 1)))
 
 
-class ReplicaHeader:
-    """ASGI middleware: WebSocket handshakes answer with the replica's id (x-lipstream-replica);
-    counts the open WebSockets (`open_sockets`, reported to the router)."""
+class ReplicaFront:
+    """ASGI middleware in each replica, in front of the whole app:
+    - WebSocket handshakes answer with the replica's id (x-lipstream-replica), and the open
+      WebSockets are counted (`open_sockets`, reported to the router);
+    - every METRICS_PUSH_S the replica's metrics go to the hub, and `GET /metrics` (once the
+      app's own route has checked the token) answers every replica's, merged;
+    - when Serve starts to drain the replica (scale-down, redeploy), its sessions get a
+      `going_away` status and GOING_AWAY_S to reconnect (to another replica: this one gets no
+      new requests) before they are closed."""
 
-    def __init__(self, app):
+    def __init__(self, app, hub=None):
         self.app = app
-        self.replica = _replica_id().encode()
+        self.hub = hub
+        self.replica = _replica_id()
         self.open_sockets = 0
+        self.tasks: list[asyncio.Task] = []
 
     def __getattr__(self, name):  # Serve reads the FastAPI app's attributes (routes, lifespan, ...)
         return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan" and not self.tasks:
+            self.tasks = [asyncio.create_task(self._watch_drain())]
+            if self.hub is not None:
+                self.tasks.append(asyncio.create_task(self._push_metrics()))
+        if scope["type"] == "http" and scope["path"] == "/metrics" and self.hub is not None:
+            return await self._all_metrics(scope, receive, send)
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
 
         async def tagged(message):
             if message["type"] == "websocket.accept":
-                message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER, self.replica)]}
+                message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER, self.replica.encode())]}
             await send(message)
 
         self.open_sockets += 1
@@ -94,6 +149,56 @@ class ReplicaHeader:
             return await self.app(scope, receive, tagged)
         finally:
             self.open_sockets -= 1
+
+    async def _all_metrics(self, scope, receive, send):
+        """The app's /metrics (its token check and its own exposition) with the body replaced by
+        all replicas' expositions merged."""
+        from lipstream.server.ray_hub import merge_expositions
+
+        start = {}
+
+        async def held(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif start.get("status") != 200:
+                await send(start)
+                await send(message)
+            elif not message.get("more_body"):
+                others = await self.hub.expositions_now.remote()
+                others[self.replica] = self._exposition()
+                body = merge_expositions(others)
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, held)
+
+    def _exposition(self) -> str:
+        return self.app.state.lipstream.metrics.exposition().decode()
+
+    async def _push_metrics(self) -> None:
+        from lipstream.server.ray_hub import METRICS_PUSH_S
+
+        while True:
+            with contextlib.suppress(Exception):  # the hub restarting: the next push will do
+                await self.hub.report.remote(self.replica, self._exposition())
+            await asyncio.sleep(METRICS_PUSH_S)
+
+    async def _watch_drain(self) -> None:
+        replica = _serve_replica()
+        if replica is None:
+            return
+        while not replica._shutting_down:
+            await asyncio.sleep(DRAIN_POLL_S)
+        connections = list(self.app.state.lipstream.sessions.values())
+        log.info("replica draining: %d sessions told to reconnect within %g s", len(connections), GOING_AWAY_S)
+        for connection in connections:
+            connection.go_away(GOING_AWAY_S)
+        for task in self.tasks[1:]:
+            task.cancel()
+        if self.hub is not None:
+            with contextlib.suppress(Exception):
+                await self.hub.forget.remote(self.replica)
 
 
 def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, replicas: int,
@@ -130,6 +235,19 @@ def _replica_id() -> str:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:  # not in a replica (tests of the app alone)
         return f"pid-{os.getpid()}"
+
+
+def _serve_replica():
+    """Serve's object for the replica running in this process, or None outside a replica.
+
+    Serve has no hook that runs when a replica starts to drain: it waits for the ongoing
+    requests (our WebSockets, for as long as they last) and only then runs the app's shutdown.
+    Its replica object's `_shutting_down` flag (Ray Serve 2.60) is the one sign; we read it."""
+    with contextlib.suppress(ImportError):
+        from ray.serve._private.replica import Replica
+
+        return next((o for o in gc.get_objects() if isinstance(o, Replica)), None)
+    return None
 
 
 def _serve():
