@@ -359,6 +359,10 @@ def serve(
     replicas: Annotated[int, typer.Option(min=1, help="With --ray: replicas to start with.")] = 2,
     sessions_per_replica: Annotated[int, typer.Option(
         min=1, help="With --ray: sessions each replica serves; more get SESSION_LIMIT.")] = 2,
+    max_replicas: Annotated[Optional[int], typer.Option(
+        min=1, help="With --ray: autoscale on open sessions between --replicas and this many replicas.")] = None,
+    gpus_per_replica: Annotated[Optional[float], typer.Option(
+        min=0, help="With --ray: GPUs each replica reserves (default: 1 for --renderer neural, else 0).")] = None,
 ) -> None:
     """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
     from lipstream.server.app import run_server
@@ -375,7 +379,8 @@ def serve(
             max_upload_bytes=max_upload_mb * 2**20, max_image_pixels=round(max_image_mp * 1e6),
             max_video_s=max_video_s, max_audio_s=max_audio_s, job_timeout_s=job_timeout, max_audio_rate=audio_rate,
             avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
-        run_on_ray(ray, settings, host, port, replicas, sessions_per_replica, workers_per_replica=workers or 1)
+        run_on_ray(ray, settings, host, port, replicas, sessions_per_replica, workers_per_replica=workers or 1,
+                   max_replicas=max_replicas, num_gpus=gpus_per_replica)
         return
     run_server(host=host, port=port, avatars_dir=avatars, max_sessions=max_sessions,
                token=token if token is not None else os.environ.get("LIPSTREAM_TOKEN"), renderer=renderer.value,

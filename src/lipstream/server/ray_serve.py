@@ -27,6 +27,7 @@ REFUSAL_SLOTS = 4  # requests a full replica still takes: refusals, /health, /me
 REPLICA_HEADER = b"x-lipstream-replica"
 LOCAL_RAY = "local"
 ROUTER_CLASS = "lipstream.server.ray_router:FewestSessionsRouter"
+GPU_RENDERERS = ("neural",)
 GOING_AWAY_S = 5.0  # a draining replica's sessions get this long to reconnect elsewhere before it closes them
 DRAIN_POLL_S = 0.25
 SHUTDOWN_MARGIN_S = 5.0  # Serve's graceful shutdown waits this much past GOING_AWAY_S before it kills the replica
@@ -34,6 +35,7 @@ SHUTDOWN_MARGIN_S = 5.0  # Serve's graceful shutdown waits this much past GOING_
 AUTOSCALE_FILL = 0.75  # with autoscaling: a new replica starts when the average one has this share of its sessions
 UPSCALE_DELAY_S = 5.0
 DOWNSCALE_DELAY_S = 120.0  # a replica is removed after this long under target (its sessions get GOING_AWAY_S)
+LOOK_BACK_S = 10.0  # open sockets are averaged over this long
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ def lipstream_deployment(settings: ServerSettings, replicas: int, sessions_per_r
         scaling = {"autoscaling_config": {
             "min_replicas": replicas, "initial_replicas": replicas, "max_replicas": max_replicas,
             "target_ongoing_requests": sessions_per_replica * AUTOSCALE_FILL,
-            "upscale_delay_s": UPSCALE_DELAY_S, "downscale_delay_s": DOWNSCALE_DELAY_S}}
+            "upscale_delay_s": UPSCALE_DELAY_S, "downscale_delay_s": DOWNSCALE_DELAY_S,
+            "look_back_period_s": LOOK_BACK_S}}
     router = RequestRouterConfig(request_router_class=ROUTER_CLASS,
                                  request_routing_stats_period_s=ROUTING_STATS_PERIOD_S)
 
@@ -99,14 +102,24 @@ def lipstream_deployment(settings: ServerSettings, replicas: int, sessions_per_r
 
 def app(args: dict):
     """The application for a Serve config file or KubeRay's RayService (import_path:
-    lipstream.server.ray_serve:app); args: replicas, sessions_per_replica, workers_per_replica,
-    avatar_store, avatar_cache_mib, renderer, num_gpus (token from $LIPSTREAM_TOKEN)."""
+    lipstream.server.ray_serve:app); args: replicas, max_replicas, sessions_per_replica,
+    workers_per_replica, avatar_store, avatar_cache_mib, renderer, num_gpus (token from $LIPSTREAM_TOKEN)."""
     settings = ServerSettings(avatar_store=args.get("avatar_store"), renderer=args.get("renderer", "auto"),
                               avatar_cache_mib=float(args.get("avatar_cache_mib", 1024)),
                               token=os.environ.get("LIPSTREAM_TOKEN") or None)
+    gpus = args.get("num_gpus")
     return build_application(settings, int(args.get("replicas", 2)), int(args.get("sessions_per_replica", 2)),
-                             num_gpus=float(args.get("num_gpus", 0)),
-                             workers_per_replica=int(args.get("workers_per_replica", 1)))
+                             num_gpus=gpus_per_replica(settings, None if gpus is None else float(gpus)),
+                             workers_per_replica=int(args.get("workers_per_replica", 1)),
+                             max_replicas=int(args["max_replicas"]) if args.get("max_replicas") else None)
+
+
+def gpus_per_replica(settings: ServerSettings, asked: float | None) -> float:
+    """GPUs a replica reserves: what was asked, else one for the GPU backend (neural), else none
+    (with `auto`, each replica's selector picks among the backends its own device runs)."""
+    if asked is not None:
+        return asked
+    return 1.0 if settings.renderer in GPU_RENDERERS else 0.0
 
 
 class ReplicaFront:
@@ -202,7 +215,8 @@ class ReplicaFront:
 
 
 def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, replicas: int,
-               sessions_per_replica: int, workers_per_replica: int = 1) -> None:
+               sessions_per_replica: int, workers_per_replica: int = 1, max_replicas: int | None = None,
+               num_gpus: float | None = None) -> None:
     """Start (or join) Ray, run the application until interrupted; `address` "local" starts Ray here."""
     import time
 
@@ -215,7 +229,8 @@ def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, rep
     else:
         ray.init(address=address)
     serve.start(http_options={"host": host, "port": port})  # no request_timeout_s: it would end WebSockets
-    serve.run(build_application(settings, replicas, sessions_per_replica, workers_per_replica=workers_per_replica),
+    serve.run(build_application(settings, replicas, sessions_per_replica, num_gpus=gpus_per_replica(settings, num_gpus),
+                                workers_per_replica=workers_per_replica, max_replicas=max_replicas),
               name="lipstream", route_prefix="/")
     try:
         while True:

@@ -1,0 +1,37 @@
+"""The Serve deployment `serve --ray` builds (no Ray cluster needed to define one): autoscaling
+on open sessions between --replicas and --max-replicas, GPUs for the GPU backend, our router,
+and a shutdown grace longer than the time sessions get to reconnect."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from lipstream.server.ray_serve import (  # noqa: E402
+    AUTOSCALE_FILL, GOING_AWAY_S, REFUSAL_SLOTS, ROUTER_CLASS, gpus_per_replica, lipstream_deployment)
+from lipstream.server.state import ServerSettings  # noqa: E402
+
+
+def test_fixed_replicas_without_max_replicas():
+    deployment = lipstream_deployment(ServerSettings(), replicas=3, sessions_per_replica=2)
+    config = deployment._deployment_config
+    assert deployment.num_replicas == 3 and config.autoscaling_config is None
+    assert deployment.max_ongoing_requests == 2 + REFUSAL_SLOTS
+    assert config.request_router_config.request_router_class == ROUTER_CLASS
+    assert config.graceful_shutdown_timeout_s > GOING_AWAY_S
+
+
+def test_autoscaling_on_open_sessions_up_to_max_replicas():
+    deployment = lipstream_deployment(ServerSettings(), replicas=2, sessions_per_replica=4, max_replicas=6)
+    scaling = deployment._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.initial_replicas, scaling.max_replicas) == (2, 2, 6)
+    assert scaling.target_ongoing_requests == 4 * AUTOSCALE_FILL
+
+
+def test_gpus_per_replica_for_the_gpu_backend_only():
+    assert gpus_per_replica(ServerSettings(renderer="neural"), None) == 1.0
+    assert gpus_per_replica(ServerSettings(renderer="warp"), None) == 0.0
+    assert gpus_per_replica(ServerSettings(renderer="auto"), 0.5) == 0.5
+    deployment = lipstream_deployment(ServerSettings(renderer="neural"), 1, 2, num_gpus=1.0)
+    assert deployment.ray_actor_options["num_gpus"] == 1.0
