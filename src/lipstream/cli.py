@@ -450,7 +450,7 @@ def select_(
     """Which backend and precision to use for these constraints, from this machine's measured profiles, and why."""
     from rich.table import Table
 
-    from lipstream.select import Constraints, choose, load_profiles, preset_constraints
+    from lipstream.select import Constraints, choose, load_history, load_profiles, preset_constraints
 
     overrides = {"max_sync_ms": max_sync_ms, "min_fps": min_fps, "max_model_mib": max_model_mib,
                  "device": _value(device), "allow_quantization": quantization, "preferred_precision": _value(precision),
@@ -458,15 +458,17 @@ def select_(
     constraints = preset_constraints(preset.value, **overrides) if preset else Constraints(
         **{k: v for k, v in overrides.items() if v is not None})
     profile_set = load_profiles(profiles)
-    choice = choose(profile_set.profiles, constraints)
+    history = load_history()
+    choice = choose(profile_set.profiles, constraints, history)
     table = Table(title=f"feasible backends, best first (profiles measured on {profile_set.machine.get('cpu', '?')})")
     for column in ("backend", "precision", "device", "driver", "fps", "p95 ms", "sync ms", "grade", "PSNR dB",
-                   "model MiB", "score"):
+                   "model MiB", "in use", "score"):
         table.add_column(column)
     for p, score in choice.ranked:
+        record = history.get(p.backend)
         table.add_row(p.backend, p.precision, p.device, p.driver, _fmt(p.fps, "{:.0f}"), _fmt(p.latency_p95_ms),
                       _fmt(p.sync_offset_ms, "{:+.0f}"), p.sync_grade or "-", _fmt(p.quality_psnr_db),
-                      _fmt(p.model_mib), f"{score:.2f}")
+                      _fmt(p.model_mib), record.describe() if record else "-", f"{score:.2f}")
     out = Console(width=None if sys.stdout.isatty() else 160)
     out.print(table)
     out.print(f"[bold green]use[/] {choice.profile.backend} ({choice.profile.precision}, "

@@ -36,6 +36,7 @@ class ClipRenderer:
     def render(self, clip: Clip) -> dict:
         """{"id", "ok", "seconds", "output", "renderer", "frames", "offset_ms"} or {"id", "ok": False, "error", "kind"}."""
         from lipstream.offline import RenderOptions, render_file
+        from lipstream.select.history import record_render
 
         started = time.perf_counter()
         row: dict = {"id": clip.id}
@@ -43,7 +44,9 @@ class ClipRenderer:
             with _local_audio(clip.audio) as audio:
                 package = self.store.get(clip.avatar)
                 work = self.destination.work_path(clip.id)
-                summary = render_file(package, audio, work, RenderOptions(**clip.options))
+                with record_render(clip.options.get("renderer"), "job") as record:
+                    summary = render_file(package, audio, work, RenderOptions(**clip.options))
+                    record(summary.renderer)
                 if self.evaluate:
                     from lipstream.evaluate import evaluate_video_sync
 

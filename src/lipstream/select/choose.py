@@ -8,7 +8,8 @@ where fidelity is the mean of a sync score (1 at 0 ms, 0 at >= 120 ms |offset|, 
 worst tolerance) and the held-out quality scaled over the feasible set (where two or more were
 measured; a profile without one counts as the worst); speed is
 log(fps through driver and renderer) scaled over the feasible set (1000 vs 100 fps matters
-less than 25 vs 2.5).
+less than 25 vs 2.5). Given the backends' history (select/history.py), the score of a backend
+with at least MIN_RECORDS outcomes is multiplied by its success rate, and the reason says so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from lipstream.errors import NotSupportedError
+from lipstream.select.history import BackendHistory
 from lipstream.select.profiles import Profile
 
 SYNC_SCALE_MS = 120.0
@@ -86,8 +88,10 @@ def violation(profile: Profile, c: Constraints) -> str | None:
     return None
 
 
-def choose(profiles: list[Profile], constraints: Constraints) -> Choice:
-    """The best feasible profile; NotSupportedError saying what fell short if none is."""
+def choose(profiles: list[Profile], constraints: Constraints,
+           history: dict[str, BackendHistory] | None = None) -> Choice:
+    """The best feasible profile; NotSupportedError saying what fell short if none is.
+    `history`: each backend's record in real use (load_history()), weighing its score."""
     feasible, excluded = [], {}
     for profile in profiles:
         why = violation(profile, constraints)
@@ -97,10 +101,12 @@ def choose(profiles: list[Profile], constraints: Constraints) -> Choice:
             excluded[why] = excluded.get(why, 0) + 1
     if not feasible:
         raise NotSupportedError(_nothing_fits(profiles, constraints, excluded))
-    scores = _scores(feasible, constraints)
+    history = {backend: h for backend, h in (history or {}).items() if h.counts}
+    scores = [score * history[p.backend].ok_rate if p.backend in history else score
+              for p, score in zip(feasible, _scores(feasible, constraints))]
     ranked = sorted(zip(feasible, scores), key=lambda pair: -pair[1])
     best, score = ranked[0]
-    return Choice(best, score, _reason(ranked, constraints, excluded), ranked, excluded)
+    return Choice(best, score, _reason(ranked, constraints, excluded, history), ranked, excluded)
 
 
 def _scores(feasible: list[Profile], c: Constraints) -> list[float]:
@@ -131,12 +137,18 @@ def _figures(p: Profile) -> str:
     return ", ".join(bits)
 
 
-def _reason(ranked: list[tuple[Profile, float]], c: Constraints, excluded: dict[str, int]) -> str:
+def _reason(ranked: list[tuple[Profile, float]], c: Constraints, excluded: dict[str, int],
+            history: dict[str, BackendHistory]) -> str:
     best, score = ranked[0]
     text = f"{best.label()}: {_figures(best)}; score {score:.2f} with sync weight {c.sync_weight:g}"
+    if best.backend in history:
+        text += f" (x success rate in use: {history[best.backend].describe()})"
     if len(ranked) > 1:
         runner, runner_score = ranked[1]
-        text += f"; next: {runner.label()} ({_figures(runner)}; score {runner_score:.2f})"
+        text += f"; next: {runner.label()} ({_figures(runner)}; score {runner_score:.2f}"
+        if runner.backend in history:
+            text += f" x success rate in use: {history[runner.backend].describe()}"
+        text += ")"
     if excluded:
         text += "; excluded: " + ", ".join(f"{n} {why}" for why, n in sorted(excluded.items()))
     return text

@@ -22,10 +22,12 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 from starlette.websockets import WebSocket
 
 from lipstream.errors import LipstreamError
 from lipstream.render.base import renderer_names
+from lipstream.select.history import record_outcome
 from lipstream.server import protocol as p
 from lipstream.server.limits import TokenBucket
 from lipstream.server.redact import public_message
@@ -432,6 +434,11 @@ class Connection:
         if self.key is not None and self.state.sessions.get(self.key) is self:
             del self.state.sessions[self.key]
             self.state.metrics.sessions.dec()
+        if self.handle is not None and self.stats.frames_sent:  # its first renderer's record in use
+            latencies = self.stats.latencies_ms
+            p95 = float(np.percentile(latencies, 95)) if latencies else None
+            asyncio.get_running_loop().run_in_executor(None, record_outcome, self.handle.info["renderer"], p95,
+                                                       self.stats.fallbacks == 0, "session")
         if self.handle is not None:
             self.handle.close()
             self.handle = None

@@ -283,6 +283,7 @@ def _render_job(args: dict, progress) -> dict:
     from lipstream.avatar.resolve import resolve_avatar
     from lipstream.errors import BadAudioError
     from lipstream.offline import RenderOptions, render_file
+    from lipstream.select.history import record_render
 
     claimed_s = audio_duration_s(args["audio"])  # from the header: refused before anything is decoded
     if claimed_s is not None and claimed_s > args["max_audio_s"]:
@@ -290,6 +291,8 @@ def _render_job(args: dict, progress) -> dict:
                             f"{args['max_audio_s'] / 60:g} min: split it into shorter files")
     avatar = resolve_avatar(args["avatar"], avatars_dir=args["avatars_dir"])
     options = RenderOptions(renderer=args["renderer"], driver=args["driver"])
-    summary = render_file(avatar, args["audio"], args["out"], options, progress=progress)
+    with record_render(args["renderer"], "job") as record:
+        summary = render_file(avatar, args["audio"], args["out"], options, progress=progress)
+        record(summary.renderer)
     return {"path": str(summary.path), "frames": summary.frames, "durationS": round(summary.duration_s, 3),
             "fps": summary.fps, "renderer": summary.renderer, "driver": summary.driver}

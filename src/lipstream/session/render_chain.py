@@ -32,7 +32,7 @@ from lipstream.avatar.package import AvatarPackage
 from lipstream.errors import LipstreamError, NotSupportedError, RenderFailedError
 from lipstream.motion.params import MouthTrack
 from lipstream.render.base import Renderer, create_renderer, default_renderer_name
-from lipstream.select import Constraints, Profile, choose
+from lipstream.select import Constraints, Profile, choose, load_history
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def auto_steps(avatar: AvatarPackage, fps: float, driver: str, profiles: list[Pr
     constraints = Constraints(max_sync_ms=AUTO_MAX_SYNC_MS, min_fps=fps, device=_device(rows),
                               renderers=usable_renderers(avatar))
     try:
-        choice = choose(rows, constraints)
+        choice = choose(rows, constraints, load_history())  # weighed by each backend's record in use
     except NotSupportedError as exc:
         log.info("auto renderer: %s; using the default chain", exc)
         return []
