@@ -663,6 +663,22 @@ def bench_ray(
         raise typer.Exit(1)
 
 
+@bench_app.command("batch")
+@friendly
+def bench_batch(
+    media: Annotated[Path, typer.Option(help="The eval media folder (two speech WAVs and the SadTalker portrait).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/batch-ray.json"),
+) -> None:
+    """8 held-out clips: one process one after another, then `batch --ray local`; wall times and each output's sync."""
+    from lipstream.bench.batch import run_batch_bench
+
+    with console.status("rendering 8 clips twice (a few minutes)"):
+        results = run_batch_bench(media, out)
+    console.print(out.read_text(), highlight=False)
+    if not results["bar"]["holds"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("attack")
 @friendly
 def bench_attack(

@@ -35,3 +35,19 @@ def test_gpus_per_replica_for_the_gpu_backend_only():
     assert gpus_per_replica(ServerSettings(renderer="auto"), 0.5) == 0.5
     deployment = lipstream_deployment(ServerSettings(renderer="neural"), 1, 2, num_gpus=1.0)
     assert deployment.ray_actor_options["num_gpus"] == 1.0
+
+
+def test_the_kuberay_manifest_builds_the_application():
+    from pathlib import Path
+
+    import yaml
+
+    from lipstream.errors import NotSupportedError
+    from lipstream.server.ray_serve import app
+
+    manifest = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "ray-service.yaml").read_text())
+    (application,) = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
+    assert application["import_path"] == "lipstream.server.ray_serve:app"
+    app(application["args"])  # every arg known, every value of the right kind
+    with pytest.raises(NotSupportedError, match="unknown lipstream args sesions_per_replica"):
+        app({**application["args"], "sesions_per_replica": 3})

@@ -100,10 +100,16 @@ def lipstream_deployment(settings: ServerSettings, replicas: int, sessions_per_r
     return LipstreamReplica
 
 
+APP_ARGS = ("replicas", "max_replicas", "sessions_per_replica", "workers_per_replica", "avatar_store",
+            "avatar_cache_mib", "renderer", "num_gpus")
+
+
 def app(args: dict):
     """The application for a Serve config file or KubeRay's RayService (import_path:
-    lipstream.server.ray_serve:app); args: replicas, max_replicas, sessions_per_replica,
-    workers_per_replica, avatar_store, avatar_cache_mib, renderer, num_gpus (token from $LIPSTREAM_TOKEN)."""
+    lipstream.server.ray_serve:app); args: APP_ARGS (token from $LIPSTREAM_TOKEN)."""
+    unknown = sorted(set(args) - set(APP_ARGS))
+    if unknown:
+        raise NotSupportedError(f"unknown lipstream args {', '.join(unknown)}; known: {', '.join(APP_ARGS)}")
     settings = ServerSettings(avatar_store=args.get("avatar_store"), renderer=args.get("renderer", "auto"),
                               avatar_cache_mib=float(args.get("avatar_cache_mib", 1024)),
                               token=os.environ.get("LIPSTREAM_TOKEN") or None)

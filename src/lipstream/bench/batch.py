@@ -1,0 +1,100 @@
+"""`lipstream bench batch`: issue 14's batch bar, both ways in one run.
+
+CLIPS held-out clips of CLIP_S seconds, cut from the speech in `media` (TMElyralab_MuseTalk_eng.wav
+and bytedance_LatentSync_demo1_audio.wav, CLIPS / 2 from each), on the SadTalker `happy.png`
+portrait (prepared once, before either run), warp renderer: rendered by one process one after
+another (a ClipRenderer in this process, as a `--workers 1` batch's worker would), then by
+`lipstream batch --ray local --workers 2` (run_batch here, Ray started and stopped inside the
+timing). Each run's wall time and per-clip seconds, the outputs' names, and `lipstream eval`'s
+offset and grade of every Ray output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lipstream.bench.machine import machine_info
+
+CLIPS = 8
+CLIP_S = 6.0
+SOURCES = ("TMElyralab_MuseTalk_eng.wav", "bytedance_LatentSync_demo1_audio.wav")
+PORTRAIT = "OpenTalker_SadTalker_happy.png"
+RAY_WORKERS = 2
+SYNC_BAR_MS = 40.0
+
+
+def make_clips(media: Path, folder: Path) -> tuple[Path, Path]:
+    """The manifest (CLIPS clips, id clip-N) and the prepared portrait, written under `folder`."""
+    import soundfile as sf
+
+    from lipstream.audio.io import load_audio
+    from lipstream.avatar.prepare import prepare
+
+    avatar = prepare(media / PORTRAIT, folder / "happy")
+    per_source = CLIPS // len(SOURCES)
+    lines = []
+    for s, name in enumerate(SOURCES):
+        speech = load_audio(media / name, 16000)
+        for k in range(per_source):
+            n = s * per_source + k
+            start = int(k * CLIP_S * 16000)
+            piece = speech[start : start + int(CLIP_S * 16000)]
+            if len(piece) < CLIP_S * 16000:
+                raise ValueError(f"{name} is shorter than {per_source} clips of {CLIP_S:g} s")
+            sf.write(folder / f"clip-{n}.wav", np.asarray(piece, np.float32), 16000)
+            lines.append({"id": f"clip-{n}", "audio": f"clip-{n}.wav", "avatar": str(avatar), "renderer": "warp"})
+    manifest = folder / "clips.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest, avatar
+
+
+def run_batch_bench(media: Path, out: Path | None = None) -> dict:
+    """Both runs and the evaluation (module docstring); writes the JSON to `out` if given."""
+    from lipstream.batch import read_manifest, run_batch
+    from lipstream.batch.clip import ClipRenderer
+    from lipstream.evaluate import evaluate_video_sync
+
+    results: dict = {"machine": machine_info(), "clips": CLIPS, "clip_s": CLIP_S, "renderer": "warp",
+                     "load_avg_1min_before": round(os.getloadavg()[0], 2)}
+    with tempfile.TemporaryDirectory(prefix="lipstream-bench-batch-") as tmp:
+        folder = Path(tmp)
+        manifest, _ = make_clips(Path(media), folder)
+        clips = read_manifest(manifest)
+
+        started = time.perf_counter()
+        renderer = ClipRenderer(str(folder / "one"))
+        rows = [renderer.render(clip) for clip in clips]
+        results["one_process"] = {"wall_s": round(time.perf_counter() - started, 1),
+                                  "clip_seconds": [r["seconds"] for r in rows], "ok": sum(r["ok"] for r in rows)}
+
+        started = time.perf_counter()
+        rows = run_batch(clips, str(folder / "ray"), ray_address="local", workers=RAY_WORKERS)
+        results["ray"] = {"workers": RAY_WORKERS, "wall_s": round(time.perf_counter() - started, 1),
+                          "clip_seconds": [r.get("seconds") for r in rows], "ok": sum(r["ok"] for r in rows),
+                          "errors": [r["error"] for r in rows if not r["ok"]]}
+        outputs = sorted(p.name for p in (folder / "ray").glob("*.mp4"))
+        results["ray"]["outputs"] = outputs
+        evals = {}
+        for clip in clips:
+            path = folder / "ray" / f"{clip.id}.mp4"
+            if path.is_file():
+                metrics = evaluate_video_sync(path)
+                evals[clip.id] = {"offset_ms": round(metrics.offset_ms, 1), "grade": metrics.grade}
+        results["ray"]["eval"] = evals
+    results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+    results["bar"] = {
+        "outputs_named_by_id": outputs == sorted(f"clip-{n}.mp4" for n in range(CLIPS)),
+        "in_sync_40ms": len(evals) == CLIPS and all(abs(e["offset_ms"]) <= SYNC_BAR_MS for e in evals.values()),
+        "ray_no_slower": results["ray"]["wall_s"] <= results["one_process"]["wall_s"],
+    }
+    results["bar"]["holds"] = all(results["bar"].values())
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    return results
