@@ -1,7 +1,7 @@
 """`lipstream bench batch`: issue 14's batch bar, both ways in one run.
 
-CLIPS held-out clips of CLIP_S seconds, cut from the speech in `media` (TMElyralab_MuseTalk_eng.wav
-and bytedance_LatentSync_demo1_audio.wav, CLIPS / 2 from each), on the SadTalker `happy.png`
+CLIPS held-out clips of CLIP_S seconds, cut one after another from the speech in `media`
+(bytedance_LatentSync_demo1_audio.wav's first 6 s, then TMElyralab_MuseTalk_eng.wav's), on the SadTalker `happy.png`
 portrait (prepared once, before either run), warp renderer: rendered by one process one after
 another (a ClipRenderer in this process, as a `--workers 1` batch's worker would), then by
 `lipstream batch --ray local --workers 2` (run_batch here, Ray started and stopped inside the
@@ -37,18 +37,18 @@ def make_clips(media: Path, folder: Path) -> tuple[Path, Path]:
     from lipstream.avatar.prepare import prepare
 
     avatar = prepare(media / PORTRAIT, folder / "happy")
-    per_source = CLIPS // len(SOURCES)
     lines = []
-    for s, name in enumerate(SOURCES):
+    for name in reversed(SOURCES):  # the short one first, so that both give clips
         speech = load_audio(media / name, 16000)
-        for k in range(per_source):
-            n = s * per_source + k
-            start = int(k * CLIP_S * 16000)
-            piece = speech[start : start + int(CLIP_S * 16000)]
-            if len(piece) < CLIP_S * 16000:
-                raise ValueError(f"{name} is shorter than {per_source} clips of {CLIP_S:g} s")
-            sf.write(folder / f"clip-{n}.wav", np.asarray(piece, np.float32), 16000)
+        step = int(CLIP_S * 16000)
+        for start in range(0, len(speech) - step + 1, step):
+            if len(lines) == CLIPS:
+                break
+            n = len(lines)
+            sf.write(folder / f"clip-{n}.wav", np.asarray(speech[start : start + step], np.float32), 16000)
             lines.append({"id": f"clip-{n}", "audio": f"clip-{n}.wav", "avatar": str(avatar), "renderer": "warp"})
+    if len(lines) < CLIPS:
+        raise ValueError(f"{' and '.join(SOURCES)} hold fewer than {CLIPS} clips of {CLIP_S:g} s")
     manifest = folder / "clips.jsonl"
     manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return manifest, avatar
