@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import socket
 import subprocess
@@ -144,6 +145,49 @@ def test_one_scrape_of_metrics_has_every_replica(serve_app):
             break
         time.sleep(1)
     assert labelled == replicas
+
+
+def test_a_job_is_answered_by_every_replica(serve_app, voice):
+    """A render job taken by one replica: its state and video come from the other too (the hub)."""
+    from collections import Counter
+
+    samples, rate = voice
+    base = serve_app.url.replace("ws://", "http://").removesuffix("/ws")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    answer = httpx.post(f"{base}/api/render", files={"audio": ("v.wav", buffer.getvalue())},
+                        data={"renderer": "warp"}, timeout=60)
+    assert answer.status_code == 202, answer.text
+    owner, job_id = answer.headers[REPLICA_HEADER.decode()], answer.json()["id"]
+
+    async def main():
+        """Sockets held open until the owner has more than the other replica, so that the router
+        sends the next requests to the other one; then poll the job there."""
+        sockets, count = [], Counter()
+        try:
+            while count[owner] <= max((n for r, n in count.items() if r != owner), default=0):
+                ws = await websockets.connect(serve_app.url, open_timeout=60)
+                sockets.append(ws)
+                count[ws.response.headers.get(REPLICA_HEADER.decode())] += 1
+            async with httpx.AsyncClient(timeout=60) as client:
+                for _ in range(240):
+                    state = await client.get(f"{base}/api/jobs/{job_id}")
+                    if state.json().get("state") in ("done", "failed"):
+                        break
+                    await asyncio.sleep(0.5)
+                video = await client.get(f"{base}/api/jobs/{job_id}/result")
+            return state, video
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    state, video = asyncio.run(asyncio.wait_for(main(), 180))
+    assert state.headers[REPLICA_HEADER.decode()] != owner and video.headers[REPLICA_HEADER.decode()] != owner
+    assert state.status_code == 200 and state.json()["state"] == "done", state.text
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    assert video.content[4:8] == b"ftyp" and len(video.content) > 10_000
 
 
 async def streaming_until_closed(url: str, name: str, samples: np.ndarray, rate: int, started: asyncio.Event):

@@ -76,6 +76,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="lipstream", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.state.lipstream = state
+    app.state.jobs = jobs
 
     def authorize(request: Request) -> None:
         if not settings.token_ok(_bearer(request.headers.get("authorization"))):
