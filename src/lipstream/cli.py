@@ -354,13 +354,16 @@ def serve(
              "--avatars; each node fetches a package once into its disk cache.")] = None,
     avatar_cache_mib: Annotated[float, typer.Option(
         min=1, help="Memory each worker may hold avatars in (MiB); the least recently used go first.")] = 1024,
+    ice_server: Annotated[Optional[list[str]], typer.Option(
+        "--ice-server", help="WebRTC: a STUN or TURN server for /webrtc/offer's peers and the demo page, as URL or "
+                             "URL,USERNAME,CREDENTIAL (repeat for more; none by default: host candidates only).")] = None,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", help="Run as Ray Serve replicas: 'local' starts Ray here, else a cluster address.")] = None,
     replicas: Annotated[int, typer.Option(min=1, help="With --ray: replicas to start with.")] = 2,
     sessions_per_replica: Annotated[int, typer.Option(
         min=1, help="With --ray: sessions each replica serves; more get SESSION_LIMIT.")] = 2,
 ) -> None:
-    """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
+    """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), WebRTC (/webrtc/offer), /health and /metrics."""
     from lipstream.server.app import run_server
 
     if profiles is not None:
@@ -382,7 +385,7 @@ def serve(
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
                max_image_pixels=round(max_image_mp * 1e6), max_video_s=max_video_s, max_audio_s=max_audio_s,
                job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value,
-               avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+               avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib, ice_servers=tuple(ice_server or ()))
 
 
 @app.command()
