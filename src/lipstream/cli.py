@@ -643,6 +643,25 @@ def bench_load(
     console.print(out.read_text(), highlight=False)
 
 
+@bench_app.command("webrtc")
+@friendly
+def bench_webrtc(
+    seconds: Annotated[float, typer.Option(help="Seconds of speech recorded.")] = 10.0,
+    preset: Annotated[str, typer.Option(help="The session's latency preset.")] = "low",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
+    keep: Annotated[Optional[Path], typer.Option(help="Keep the recording (WebM) in this folder.")] = None,
+) -> None:
+    """The demo page in headless Chromium over WebRTC (a speech WAV as its microphone): received fps and the recording's A/V offset."""
+    from lipstream.bench.webrtc import run_webrtc_bench
+
+    out = out or Path("bench/results/webrtc.json")
+    with console.status("talking to a local server over WebRTC from headless Chromium"):
+        results = run_webrtc_bench(out=out, seconds=seconds, preset=preset, keep=keep)
+    console.print(out.read_text(), highlight=False)
+    if not results["holds"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("attack")
 @friendly
 def bench_attack(
