@@ -142,6 +142,33 @@ def test_a_peer_that_never_connects_is_freed(server, wav):
     assert 'lipstream_errors_total{code="SESSION_LIMIT"}' in metrics
 
 
+def test_a_congested_link_steps_quality_down_to_15_fps_and_metrics_count_it(server, wav):
+    async def scenario():
+        client = OfferClient(wav)
+        assert (await client.connect(server.http, AUTH, width=128)).status_code == 200
+        await asyncio.sleep(2.0)
+        for _ in range(40):  # the receiver says the link carries 10 kbit/s: less than the video sent
+            await client.send_estimate(10_000)
+            await asyncio.sleep(0.2)
+        arrivals = [t for t, _ in client.video]
+        last = client.video[-1][1].shape
+        await client.close()
+        return client, arrivals, last
+
+    client, arrivals, last = run(scenario())
+    steps = client.events("quality")
+    assert [s["direction"] for s in steps] == ["down"] * len(steps)
+    assert [s["step"] for s in steps if s["step"] != "bitrate"] == ["resolution", "resolution", "fps", "fps"]
+    assert steps[-1]["fps"] == 15 and steps[-1]["width"] == 64
+    assert last == (64, 64, 3)  # the frames the client got are the smaller ones
+    recent = [t for t in arrivals if t > arrivals[-1] - 2.0]
+    assert len(recent) <= 2.0 * 15 * 1.2  # thinned to 15 fps (what comes may be fewer on a busy machine)
+    metrics = httpx.get(f"{server.http}/metrics", headers=AUTH).text
+    for knob in ("bitrate", "resolution", "fps"):
+        assert f'lipstream_webrtc_quality_steps_total{{direction="down",knob="{knob}"}}' in metrics
+    assert wait_for_sessions(server, 0)
+
+
 class RTCPeerConnectionOnlyAudio:
     """An offer with audio and no video m-line (which the server can't answer with the avatar)."""
 

@@ -63,6 +63,17 @@ class OfferClient:
                 samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
                 self.audio.append((now, samples.astype(np.int16), frame.sample_rate))
 
+    async def send_estimate(self, bitrate_bps: int) -> None:
+        """Tell the server's video sender that the link carries `bitrate_bps` (an RTCP REMB, as
+        the receiver's estimator sends them): a congested link, as far as the server can tell."""
+        from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.kind == "video")
+        ssrcs = [s.ssrc for s in (await receiver.getStats()).values() if s.type == "inbound-rtp"]
+        if ssrcs:
+            await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
+                                                     fci=pack_remb_fci(bitrate_bps, ssrcs)))
+
     def events(self, name: str) -> list[dict]:
         return [m for m in self.messages if m.get("event") == name]
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_S = 0.04  # audio pushed to the session at a time
 STATS_INTERVAL_S = 1.0
+SENT_WINDOW_S = 1.0  # the video bitrate sent is measured over at least this (an estimate's comparison)
 MARGIN_EXTRA_S = 0.08  # playout margin beyond the preset's driver block (frames' arrival jitter)
 IN_FORMAT = AudioFormat(OUT_RATE_HZ, 1, "pcm16")
 
@@ -60,7 +62,7 @@ class WebRtcPeer:
         self.video: AvatarTrack | None = None
         self.channel = None
         self.closed = False
-        self._sent_mark: tuple[float, int] | None = None  # (time, video bytes sent) at the last estimate
+        self._sent_marks: deque[tuple[float, int]] = deque()  # (time, video bytes sent) at recent estimates
         self._opened = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -213,9 +215,12 @@ class WebRtcPeer:
         """A new bandwidth estimate for the video (bit/s), with the video bytes sent so far:
         step quality as the ladder says, and set the encoder's target."""
         now = self.state.clock.now()
-        mark, self._sent_mark = self._sent_mark, (now, bytes_sent)
-        # the first estimate has no window to compare with (and the first keyframe's burst)
-        sent_bps = (bytes_sent - mark[1]) * 8 / (now - mark[0]) if mark is not None and now > mark[0] else 0.0
+        marks = self._sent_marks
+        marks.append((now, bytes_sent))
+        while len(marks) > 2 and now - marks[1][0] >= SENT_WINDOW_S:
+            marks.popleft()
+        # over at least SENT_WINDOW_S once there is one (the first estimate has nothing to compare with)
+        sent_bps = (bytes_sent - marks[0][1]) * 8 / (now - marks[0][0]) if now > marks[0][0] else 0.0
         steps = self.ladder.update(bitrate_bps, sent_bps, now)
         self._set_encoder_target(sender)
         if steps and self.video is not None:
