@@ -354,6 +354,9 @@ def serve(
              "--avatars; each node fetches a package once into its disk cache.")] = None,
     avatar_cache_mib: Annotated[float, typer.Option(
         min=1, help="Memory each worker may hold avatars in (MiB); the least recently used go first.")] = 1024,
+    ice_server: Annotated[Optional[list[str]], typer.Option(
+        "--ice-server", help="WebRTC: a STUN or TURN server for /webrtc/offer's peers and the demo page, as URL or "
+                             "URL,USERNAME,CREDENTIAL (repeat for more; none by default: host candidates only).")] = None,
     ray: Annotated[Optional[str], typer.Option(
         "--ray", help="Run as Ray Serve replicas: 'local' starts Ray here, else a cluster address.")] = None,
     replicas: Annotated[int, typer.Option(min=1, help="With --ray: replicas to start with.")] = 2,
@@ -364,7 +367,7 @@ def serve(
     gpus_per_replica: Annotated[Optional[float], typer.Option(
         min=0, help="With --ray: GPUs each replica reserves (default: 1 for --renderer neural, else 0).")] = None,
 ) -> None:
-    """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), /health and /metrics."""
+    """Serve the demo page, the HTTP API, the WebSocket protocol (/ws), WebRTC (/webrtc/offer), /health and /metrics."""
     from lipstream.server.app import run_server
 
     if profiles is not None:
@@ -387,7 +390,7 @@ def serve(
                workers=workers, idle_timeout_s=idle_timeout, max_upload_bytes=max_upload_mb * 2**20,
                max_image_pixels=round(max_image_mp * 1e6), max_video_s=max_video_s, max_audio_s=max_audio_s,
                job_timeout_s=job_timeout, max_audio_rate=audio_rate, log_level=log_level.value,
-               avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib)
+               avatar_store=avatar_store, avatar_cache_mib=avatar_cache_mib, ice_servers=tuple(ice_server or ()))
 
 
 @app.command()
@@ -676,6 +679,25 @@ def bench_batch(
         results = run_batch_bench(media, out)
     console.print(out.read_text(), highlight=False)
     if not results["bar"]["holds"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("webrtc")
+@friendly
+def bench_webrtc(
+    seconds: Annotated[float, typer.Option(help="Seconds of speech recorded.")] = 10.0,
+    preset: Annotated[str, typer.Option(help="The session's latency preset.")] = "low",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
+    keep: Annotated[Optional[Path], typer.Option(help="Keep the recording (WebM) in this folder.")] = None,
+) -> None:
+    """The demo page in headless Chromium over WebRTC (a speech WAV as its microphone): received fps and the recording's A/V offset."""
+    from lipstream.bench.webrtc import run_webrtc_bench
+
+    out = out or Path("bench/results/webrtc.json")
+    with console.status("talking to a local server over WebRTC from headless Chromium"):
+        results = run_webrtc_bench(out=out, seconds=seconds, preset=preset, keep=keep)
+    console.print(out.read_text(), highlight=False)
+    if not results["holds"]:
         raise typer.Exit(1)
 
 

@@ -12,6 +12,8 @@
     GET  /api/jobs/{id}         a job's state and progress; /result downloads a render's mp4
     DELETE /api/jobs/{id}       cancel a job (its process is stopped, its files removed)
     GET  /api/sessions          per-session stats
+    POST /webrtc/offer          {"sdp", "type": "offer", "avatar", "preset"} -> {"sdp", "type": "answer"}
+    GET  /webrtc/ice-servers    the STUN/TURN servers the client should use too (serve --ice-server)
 
 With a token set, everything but /, /health, /api/presets and /api/docs needs
 `Authorization: Bearer TOKEN`; only /ws also takes `?token=` (browsers' WebSockets can't send
@@ -25,7 +27,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import psutil
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
@@ -41,12 +43,15 @@ from lipstream.motion.drivers import DEFAULT_DRIVER
 from lipstream.server.connection import Connection
 from lipstream.server.jobs import MAX_WAITING_JOBS, JobRunner, sniff_media
 from lipstream.server.limits import BodySizeLimit
+from lipstream.server import protocol as p
 from lipstream.server.protocol import MAX_MESSAGE_BYTES
 from lipstream.server.redact import public_message
 from lipstream.server.state import ServerSettings, ServerState
 from lipstream.server.transport import BoundedWebSocketProtocol, HeaderTimeoutH11Protocol, install_log_filter
 from lipstream.stream.pool import WorkerPool
-from lipstream.session.presets import PRESETS
+from lipstream.session.size import MAX_SIDE_PX, MIN_SIDE_PX
+from lipstream.session.presets import DEFAULT_PRESET, PRESETS, get_preset
+from lipstream.stream.session import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 COPY_CHUNK_BYTES = 1 << 20
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 GRACEFUL_SHUTDOWN_S = 2  # open connections get this long after Ctrl+C; then they are cancelled
+MAX_SDP_CHARS = 65536
+SESSION_RETRY_AFTER_S = 5
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -69,6 +76,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         jobs.start()
         psutil.cpu_percent(interval=None)  # the first reading starts the measurement
         yield
+        for peer in [s for s in list(state.sessions.values()) if s.format == "webrtc"]:
+            await peer.close()
         jobs.cancel_all()  # their processes stop while the workers do
         state.pool.stop()
         await jobs.stop()
@@ -184,12 +193,49 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return [{"id": key, "sessionId": c.session_id, "preset": c.preset.name, "format": c.format,
                  **c.stats.snapshot()} for key, c in list(state.sessions.items())]
 
+    @app.post("/webrtc/offer", dependencies=guarded)
+    async def webrtc_offer(offer: WebRtcOffer) -> Response:
+        try:
+            from lipstream.server.webrtc.peer import BadOffer, WebRtcPeer
+        except ImportError:
+            raise HTTPException(501, "WebRTC needs aiortc on the server: pip install 'lipstream[webrtc]'; "
+                                     "the WebSocket (/ws) works without it") from None
+        get_preset(offer.preset)  # NotSupportedError (400) naming the presets
+        if len(state.sessions) >= settings.max_sessions:
+            state.metrics.errors.labels(p.SESSION_LIMIT).inc()
+            return JSONResponse({"error": p.SESSION_LIMIT, "message": f"the server is at its limit of "
+                                 f"{settings.max_sessions} sessions; try again later"}, status_code=503,
+                                headers={"Retry-After": str(SESSION_RETRY_AFTER_S)})
+        config = SessionConfig(avatar=offer.avatar, preset=offer.preset, format="raw", width=offer.width,
+                               renderer=None if settings.renderer == "auto" else settings.renderer,
+                               idle_frames=True, silent_frames=True, frame_audio=True)
+        peer = WebRtcPeer(state, settings.ice_server_list())
+        try:
+            answer = await peer.answer(offer.sdp, config)
+        except BadOffer as exc:
+            return JSONResponse({"error": "BAD_SDP", "message": str(exc)}, status_code=400)
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+
+    @app.get("/webrtc/ice-servers", dependencies=guarded)
+    async def webrtc_ice_servers() -> list[dict]:
+        return settings.ice_server_list()
+
     @app.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
         token = _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
         await Connection(ws, state).run(settings.token_ok(token))
 
     return app
+
+
+class WebRtcOffer(BaseModel):
+    """POST /webrtc/offer's body: the browser's offer and the session it asks for."""
+
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
+    type: Literal["offer"]
+    avatar: Annotated[str, StringConstraints(pattern=SAFE_NAME.pattern)] = DEFAULT_NAME
+    preset: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")] = DEFAULT_PRESET
+    width: int | None = Field(None, ge=MIN_SIDE_PX, le=MAX_SIDE_PX)
 
 
 class AvatarList(BaseModel):

@@ -31,6 +31,10 @@ class Metrics:
         self.fallbacks = Counter("lipstream_renderer_fallbacks_total", "Sessions moved down the renderer chain",
                                  ["from_renderer", "to_renderer", "reason"], registry=r)
         self.errors = Counter("lipstream_errors_total", "Errors sent to clients", ["code"], registry=r)
+        self.quality_steps = Counter("lipstream_webrtc_quality_steps_total", "WebRTC quality steps taken on the "
+                                     "receiver's bandwidth estimate", ["direction", "knob"], registry=r)
+        self.underruns = Counter("lipstream_webrtc_underruns_total", "WebRTC playouts that ran out of frames "
+                                 "and started their run again later", registry=r)
         self.sessions = Gauge("lipstream_sessions_active", "Sessions running now", registry=r)
         self.sessions_total = Counter("lipstream_sessions_total", "Sessions started", registry=r)
         self.fps = Gauge("lipstream_output_fps", "Frames sent per second over the last second, all sessions",

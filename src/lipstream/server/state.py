@@ -18,6 +18,7 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 2**20
 DEFAULT_MAX_AUDIO_S = 600.0  # an audio upload to render
 DEFAULT_MAX_AUDIO_RATE = 4.0
+DEFAULT_WEBRTC_CONNECT_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -38,10 +39,20 @@ class ServerSettings:
     max_audio_rate: float = DEFAULT_MAX_AUDIO_RATE  # audio a session may send, x real time
     avatar_store: str | None = None  # a URI prefix (s3://bucket/avatars): names are read from there, not avatars_dir
     avatar_cache_mib: float = DEFAULT_CACHE_MIB  # avatars each worker holds in memory
+    webrtc_connect_timeout_s: float = DEFAULT_WEBRTC_CONNECT_TIMEOUT_S  # an answered peer not connected by then is closed
+    ice_servers: tuple[str, ...] = ()  # WebRTC: STUN/TURN URLs (URL or URL,USERNAME,CREDENTIAL); none by default
 
     @property
     def media_limits(self) -> MediaLimits:
         return MediaLimits(self.max_image_pixels, self.max_video_s)
+
+    def ice_server_list(self) -> list[dict]:
+        """ice_servers as RTCIceServer dicts ({"urls", "username", "credential"}), for aiortc and browsers."""
+        servers = []
+        for entry in self.ice_servers:
+            url, *auth = entry.split(",", 2)
+            servers.append({"urls": url, **({"username": auth[0], "credential": auth[1]} if len(auth) == 2 else {})})
+        return servers
 
     def token_ok(self, given: str | None) -> bool:
         """True if no token is configured or `given` matches it (constant-time)."""

@@ -1,4 +1,5 @@
-"""Encoding rendered frames for the wire: JPEG (each frame stands alone) or H.264 (one stream).
+"""Encoding rendered frames for the wire: JPEG (each frame stands alone) or H.264 (one stream);
+or `raw` RGB bytes for a transport that encodes them itself (WebRTC: aiortc's VP8/H.264 encoders).
 
 H.264 uses PyAV's libx264 with `tune=zerolatency` (no B-frames, no look-ahead: one access unit
 out per frame in) and pts in 16 kHz ticks, the one clock's time base. Output is Annex-B.
@@ -15,7 +16,8 @@ import numpy as np
 from lipstream.audio.clock import SAMPLE_RATE
 from lipstream.errors import RenderFailedError
 
-FORMATS = ("jpeg", "h264")
+FORMATS = ("jpeg", "h264")  # what a WebSocket client may ask for
+RAW = "raw"  # the server's own transports only
 KEYFRAME_INTERVAL_S = 2.0
 
 
@@ -68,8 +70,20 @@ class H264Encoder:
         self._force_key = True
 
 
-def make_encoder(fmt: str, size: tuple[int, int], fps: float, preset) -> JpegEncoder | H264Encoder:
-    """The encoder for output format `fmt` ("jpeg" or "h264") with a `Preset`'s quality."""
+class RawEncoder:
+    """Each (H, W, 3) uint8 RGB frame as its bytes, unencoded (the transport encodes it)."""
+
+    def encode(self, frame: np.ndarray, pts: int) -> tuple[bytes, bool]:
+        return np.ascontiguousarray(frame).tobytes(), True
+
+    def request_keyframe(self) -> None:
+        """Nothing to do: the transport's encoder decides keyframes."""
+
+
+def make_encoder(fmt: str, size: tuple[int, int], fps: float, preset) -> JpegEncoder | H264Encoder | RawEncoder:
+    """The encoder for output format `fmt` ("jpeg", "h264" or "raw") with a `Preset`'s quality."""
+    if fmt == RAW:
+        return RawEncoder()
     if fmt == "jpeg":
         return JpegEncoder(preset.jpeg_quality)
     return H264Encoder(size, fps, preset.h264_crf, preset.h264_preset)

@@ -23,6 +23,8 @@ class FrameOut:
     deadline_s: after this it is stale and dropped rather than sent.
     mouth: the mouth parameters (4,) float32 the frame shows (PARAM_NAMES order).
     turn_arrived_s: on a turn's first frame, when its first audio arrived (else None).
+    audio: with `frame_audio` on, the exact audio the frame shows as interleaved PCM16 at
+    `sample_rate` with `channels` (empty for idle frames); otherwise empty.
     """
 
     index: int
@@ -36,6 +38,9 @@ class FrameOut:
     renderer: str
     mouth: np.ndarray
     turn_arrived_s: float | None = None
+    audio: bytes = b""
+    sample_rate: int = 0
+    channels: int = 0
 
 
 @dataclass

@@ -4,10 +4,12 @@
     events = pipeline.audio(pcm_bytes, AudioFormat(48000, 2, "pcm16"), arrived_s=time.monotonic())
 
 It only translates: a client's chunk bytes into samples for `Session.push_audio`, the session's
-frames into encoded `FrameOut`s (JPEG or H.264) and its notices into `Status` / `Dropped`
-events; the echoed audio (`returnAudio`) is each chunk as it came, stamped with its pts. Silence,
-look-ahead, deadlines (late frames are dropped here: a socket has a frame budget), idle frames,
-fallback and resizing are all the session's.
+frames into encoded `FrameOut`s (JPEG, H.264, or raw RGB for WebRTC) and its notices into
+`Status` / `Dropped` events; the echoed audio (`returnAudio`) is each chunk as it came, stamped
+with its pts. With `frame_audio` (WebRTC) each frame carries its own exact audio instead, and a
+late frame is sent with the last image rather than dropped, so no audio is lost. Silence,
+look-ahead, deadlines (late frames are dropped for a socket: it has a frame budget), idle
+frames, fallback and resizing are all the session's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lipstream.errors import NotSupportedError
 from lipstream.session import Clock, Frame, Notice, Preset, Session
 from lipstream.session.presets import DEFAULT_PRESET
 from lipstream.stream.audio_in import AudioFormat
-from lipstream.stream.encode import FORMATS, make_encoder
+from lipstream.stream.encode import FORMATS, RAW, make_encoder
 from lipstream.stream.events import AudioOut, Dropped, Event, FrameOut, Status
 
 
@@ -39,6 +41,7 @@ class SessionConfig:
     idle_frames: bool = True
     silent_frames: bool | None = None  # frames of silent audio in a turn; None: as idle_frames
     return_audio: bool = False
+    frame_audio: bool = False  # each frame carries its exact audio (and late frames are not dropped)
 
 
 class SessionPipeline:
@@ -47,12 +50,12 @@ class SessionPipeline:
     def __init__(self, config: SessionConfig, avatar: AvatarPackage, clock: Clock | None = None,
                  preset: Preset | None = None):
         """`preset` overrides config.preset with a custom trade-off (benchmarks, experiments)."""
-        if config.format not in FORMATS:
+        if config.format not in (*FORMATS, RAW):
             raise NotSupportedError(f"output format {config.format!r} is not supported; use jpeg or h264")
         self.config = config
         self.session = Session(avatar, fps=config.fps, size=(config.width, config.height), driver=config.driver,
                                renderer=config.renderer, clock=clock, preset=preset or config.preset,
-                               idle_frames=config.idle_frames, drop_late=True, skip_silent=not (config.idle_frames if config.silent_frames is None else config.silent_frames),
+                               idle_frames=config.idle_frames, drop_late=not config.frame_audio, skip_silent=not (config.idle_frames if config.silent_frames is None else config.silent_frames),
                                even_size=config.format == "h264")
         self.encoder = make_encoder(config.format, self.session.size, self.session.fps, self.session.preset)
 
@@ -108,8 +111,9 @@ class SessionPipeline:
     def _event(self, item: Frame | Notice) -> Event:
         if isinstance(item, Frame):
             data, key = self.encoder.encode(item.image, item.pts)
+            audio = (to_pcm16(item.audio), item.sample_rate, item.channels) if self.config.frame_audio else (b"", 0, 0)
             return FrameOut(item.index, item.pts, item.span, data, key, item.idle, item.ready_s, item.deadline_s,
-                            item.renderer, item.mouth, item.turn_arrived_s)
+                            item.renderer, item.mouth, item.turn_arrived_s, *audio)
         if item.event == "dropped":
             return Dropped(item.detail["count"], item.detail["reason"])
         return Status(item.event, item.detail)
