@@ -57,6 +57,11 @@ FIRST_FRAME_TURNS = 20
 FIRST_FRAME_TURN_S = 1.0
 FIRST_FRAME_PAUSE_S = 0.3
 SEED_CHUNK_S = 0.1
+# Issue 13's bars for the seed-002 client: delay p95, frames per second, |A/V offset| by `lipstream eval`.
+SEED_DELAY_P95_BAR_MS = 250.0
+SEED_MIN_FPS = 24.0
+SEED_SYNC_BAR_MS = 40.0
+FIRST_FRAME_P95_BAR_MS = {"ultra_low": 150.0, "low": 200.0}
 PARTS = ("latency", "first_frame", "seed002", "capacity", "slow_client", "fuzz", "drift")
 KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
 AUDIO_HEADER = struct.Struct("<BBHII")
@@ -244,6 +249,9 @@ def bench_first_frame(url: str, turns: int = FIRST_FRAME_TURNS) -> dict:
         out[preset] = {"turns": len(client_ms), "client_ms": _percentiles(client_ms),
                        "server_ms": {k: server.get(k) for k in ("p50", "p95")},
                        "load_avg_1min_before": round(load_before, 2)}
+        if preset in FIRST_FRAME_P95_BAR_MS:
+            bar, p95 = FIRST_FRAME_P95_BAR_MS[preset], out[preset]["client_ms"]["p95"]
+            out[preset].update(bar_p95_ms=bar, holds=p95 is not None and p95 <= bar)
     return out
 
 
@@ -307,11 +315,18 @@ def bench_seed002(url: str, seconds: float) -> dict:
               for k, (arrived, _) in frames.items()]
     arrivals = sorted(arrived for arrived, _ in frames.values())
     span_s = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
-    return {"chunk_ms": SEED_CHUNK_S * 1000, "frames_expected": clock.frame_count(len(audio)),
-            "frames_received": len(frames), "idle_frames_received": idle,
-            "arrival_minus_chunk_sent_ms": _percentiles(delays),
-            "received_fps": round((len(arrivals) - 1) / span_s, 2) if span_s else None,
-            "eval_offset_ms": _offset_of(frames, audio), "load_avg_1min_before": round(load_before, 2)}
+    result = {"chunk_ms": SEED_CHUNK_S * 1000, "frames_expected": clock.frame_count(len(audio)),
+              "frames_received": len(frames), "idle_frames_received": idle,
+              "arrival_minus_chunk_sent_ms": _percentiles(delays),
+              "received_fps": round((len(arrivals) - 1) / span_s, 2) if span_s else None,
+              "eval_offset_ms": _offset_of(frames, audio), "load_avg_1min_before": round(load_before, 2),
+              "load_avg_1min_after": round(os.getloadavg()[0], 2)}
+    p95, fps, offset = result["arrival_minus_chunk_sent_ms"]["p95"], result["received_fps"], result["eval_offset_ms"]
+    result["bars"] = {"delay_p95_ms": SEED_DELAY_P95_BAR_MS, "idle_frames": 0, "min_fps": SEED_MIN_FPS,
+                      "abs_offset_ms": SEED_SYNC_BAR_MS}
+    result["holds"] = (p95 is not None and p95 <= SEED_DELAY_P95_BAR_MS and idle == 0 and fps is not None
+                       and fps >= SEED_MIN_FPS and offset is not None and abs(offset) <= SEED_SYNC_BAR_MS)
+    return result
 
 
 async def _seed002_client(url: str, audio: np.ndarray) -> tuple[dict, list[float], int]:
