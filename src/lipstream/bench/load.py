@@ -16,6 +16,11 @@ stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
   it received muxed with the audio it sent;
 - capacity: N concurrent sessions at 25 fps, 256x256, `warp`: the largest N with no dropped
   frames and p95 added latency within LATENCY_BAR_MS;
+- CPU per session (`cpu`), which other jobs on a shared machine inflate far less than wall time:
+  one session pipeline in this process on a fake clock that each step moves on by the CPU time
+  (`time.process_time`) it took, fed in real time: CPU seconds per second of audio, and the delays
+  a machine with a free core for it would give (the seed-002 client's, and 20 ms chunks at 256x256
+  for `ultra_low` and `low`); no sockets, so the network and encoding for the wire are left out;
 - drift: a one-hour session, simulated faster than real time through the session pipeline
   (44.1 kHz stereo chunks of 10 ms to 1 s, speech once a minute): the offset between the mouth
   track and the audio, first minute against last;
@@ -62,7 +67,7 @@ SEED_DELAY_P95_BAR_MS = 250.0
 SEED_MIN_FPS = 24.0
 SEED_SYNC_BAR_MS = 40.0
 FIRST_FRAME_P95_BAR_MS = {"ultra_low": 150.0, "low": 200.0}
-PARTS = ("latency", "first_frame", "seed002", "capacity", "slow_client", "fuzz", "drift")
+PARTS = ("latency", "first_frame", "seed002", "cpu", "capacity", "slow_client", "fuzz", "drift")
 KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
 AUDIO_HEADER = struct.Struct("<BBHII")
 
@@ -403,6 +408,57 @@ def _offset_of(frames: dict, audio: np.ndarray) -> float | None:
     return None if offset is None else round(offset, 1)
 
 
+def bench_cpu(seconds: float) -> dict:
+    """The `cpu` part described in the module docstring."""
+    cases = {"seed002_low_100ms_chunks": ("low", SEED_CHUNK_S, None), "ultra_low_20ms_chunks": ("ultra_low", CHUNK_S, SIZE_PX),
+             "low_20ms_chunks": ("low", CHUNK_S, SIZE_PX)}
+    out = {}
+    for name, (preset, chunk_s, width) in cases.items():
+        load_before = os.getloadavg()[0]
+        out[name] = {"preset": preset, "chunk_ms": chunk_s * 1000, "width": width or "avatar's",
+                     **_cpu_clocked_session(looped_speech(seconds), preset, chunk_s, width),
+                     "load_avg_1min_before": round(load_before, 2)}
+    return out
+
+
+def _cpu_clocked_session(audio: np.ndarray, preset: str, chunk_s: float, width: int | None) -> dict:
+    """One SessionPipeline on a clock moved by the CPU time of each step; chunk n is taken at
+    (n + 1) * chunk_s, or when the previous work is done; frames are taken one at a time, as a
+    worker sends them. Delay: a frame's completion minus its chunk's time, as `bench_seed002`."""
+    from lipstream.avatar.resolve import resolve_avatar
+    from lipstream.session import ManualClock
+    from lipstream.stream.audio_in import AudioFormat
+    from lipstream.stream.events import FrameOut
+    from lipstream.stream.session import SessionConfig, SessionPipeline
+
+    clock = ManualClock(0.0)
+    pipeline = SessionPipeline(SessionConfig(preset=preset, width=width, idle_frames=False, silent_frames=True),
+                               resolve_avatar("default"), clock=clock)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    step, fmt, frame_clock = int(chunk_s * SAMPLE_RATE), AudioFormat(SAMPLE_RATE, 1, "pcm16"), FrameClock(FPS)
+    sent: list[float] = []
+    done: dict[int, float] = {}
+    cpu_total = 0.0
+    for n, i in enumerate(range(0, len(pcm), step)):
+        sent.append((n + 1) * chunk_s)
+        clock.t = max(clock.t, sent[-1])
+        start = time.process_time()
+        pipeline.add_audio(pcm[i : i + step].tobytes(), fmt, sent[-1])
+        while True:
+            events = pipeline.process(1)
+            used = time.process_time() - start
+            clock.advance(used)
+            cpu_total += used
+            if not events:
+                break
+            done.update((e.index, clock.t) for e in events if isinstance(e, FrameOut) and not e.idle)
+            start = time.process_time()
+    delays = [(t - sent[min((frame_clock.frame_start(k + 1) - 1) // step, len(sent) - 1)]) * 1000 for k, t in done.items()]
+    return {"frames_expected": frame_clock.frame_count(len(audio)), "frames_made": len(done),
+            "cpu_s_per_audio_s": round(cpu_total / (len(audio) / SAMPLE_RATE), 3),
+            "delay_after_chunk_sent_ms": _percentiles(delays)}
+
+
 def bench_capacity(url: str, seconds: float, preset: str, max_sessions: int,
                    bar_ms: float | None = LATENCY_BAR_MS) -> dict:
     """1, 2, ... concurrent real-time sessions until two counts in a row fail: a count holds if no
@@ -653,6 +709,8 @@ def run_load_bench(out: Path | None = None, seconds: float = 20.0, max_sessions:
             results["slow_client"] = bench_slow_client(server.url, server, seconds)
         if "fuzz" in parts:
             results["fuzz"] = bench_fuzz(server.url, server, seconds)
+    if "cpu" in parts:
+        results["cpu_per_session"] = bench_cpu(seconds)
     if "drift" in parts:
         results["drift"] = bench_drift(drift_hours)
     if out is not None:
