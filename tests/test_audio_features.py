@@ -10,7 +10,9 @@ from scipy.fft import dct
 
 from lipstream.audio import SAMPLE_RATE, FrameClock
 from lipstream.audio.features import (
+    FEATURE_REACH_SAMPLES,
     N_MELS,
+    FeatureStream,
     N_MFCC,
     frame_features,
     log_mel_spectrogram,
@@ -91,3 +93,31 @@ def test_a_minute_of_audio_is_fast():
     start = time.perf_counter()
     frame_features(audio, 25.0)
     assert time.perf_counter() - start < 3.0  # ~0.2 s on the 2-core dev machine; loose for CI
+
+
+def test_a_feature_stream_computes_each_frame_once_and_equals_the_whole_clip(speech):
+    """Windows of a growing stream (1 s back from its newest sample, 20 ms more each time) give
+    the features of the whole clip on every frame whose reach is in, recomputing only new frames."""
+    fps, clock = 25.0, FrameClock(25.0)
+    whole = frame_features(speech, fps)
+    stream, computed = FeatureStream(fps), []
+    real = frame_features
+
+    def counting(audio, fps):
+        computed.append(clock.frame_count(len(audio)))
+        return real(audio, fps)
+
+    import lipstream.audio.features as features_module
+
+    features_module.frame_features = counting
+    try:
+        for end in range(320, len(speech), 320):
+            first = max(0, clock.frame_count(end) - 25)
+            window = stream.window(speech[clock.frame_start(first) : end], first)
+            settled = [k for k in range(len(window)) if clock.frame_start(first + k + 1) + FEATURE_REACH_SAMPLES <= end]
+            for name in ("rms", "mel", "mfcc", "pitch_hz"):
+                np.testing.assert_allclose(getattr(window, name)[settled], getattr(whole, name)[first:][settled],
+                                           rtol=1e-4, atol=1e-4, err_msg=name)
+    finally:
+        features_module.frame_features = real
+    assert max(computed[5:]) <= 6  # new frames, the unsettled last one and a margin: not the 25-frame window

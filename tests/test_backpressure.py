@@ -119,3 +119,34 @@ def test_time_to_first_frame_is_counted_once_per_turn_on_the_servers_clock():
     histogram = conn.state.metrics.first_frame.labels(conn.preset.name)
     counts = [b.get() for b in histogram._buckets]  # per bucket, not cumulative: 0.1 < 0.12 <= 0.125
     assert np.isclose(histogram._sum.get(), 0.12) and sum(counts) == 1 and counts[3] == 1
+
+
+def test_a_worker_sends_each_frame_of_a_block_as_soon_as_it_is_rendered(default_avatar, speech):
+    """A 100 ms chunk makes a block of frames; the worker hands them to the server one message per
+    frame, rendering the next only after the previous is sent (the audio acknowledged with the first)."""
+    from lipstream.stream.pool import _Host
+    from lipstream.stream.session import SessionConfig, SessionPipeline
+
+    class Pipe:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, message):
+            self.sent.append(message)
+
+    clock = ManualClock(0.0)
+    pipeline = SessionPipeline(SessionConfig(preset="low", width=64, idle_frames=False, silent_frames=True),
+                               default_avatar, clock=clock)
+    renders = []
+    render = pipeline.session.chain.render
+    pipeline.session.chain.render = lambda *args, **kw: renders.append(len(pipe.sent)) or render(*args, **kw)
+    pipe = Pipe()
+    host = _Host(pipe, store=None, pipeline_cls=SessionPipeline)
+    host.sessions["s"] = pipeline
+    fmt = AudioFormat(16000, 1, "pcm16")
+    pcm = (speech[8000:16000] * 32767).astype("<i2")
+    host._handle_batch([("audio", "s", pcm.tobytes(), fmt, clock.now())])  # 500 ms at once: a block of frames
+    frames = [[e for e in events if isinstance(e, FrameOut)] for _, _, events, _ in pipe.sent]
+    assert sum(map(len, frames)) >= 5 and all(len(f) <= 1 for f in frames)
+    assert renders == sorted(renders) and len(set(renders)) == len(renders)  # one render per message sent
+    assert [acked for *_, acked in pipe.sent] == [0.5] + [0.0] * (len(pipe.sent) - 1)

@@ -177,3 +177,19 @@ def test_open_in_long_silence_counts_open_frames_past_the_ramps():
     aperture[9] = 0.2  # open mid-silence: counted
     aperture[19] = 0.9  # in the short silence: not counted
     assert open_in_long_silence(aperture, speech, 25.0) == {"long_silence_frames": 6, "open_in_long_silence": 1}
+
+
+def test_the_pauses_clip_puts_long_silences_between_phrases_and_live_low_keeps_them_closed():
+    from lipstream.bench.drivers import PAUSES_S, _live_track, open_in_long_silence, pauses_clip
+    from lipstream.session.presets import get_preset
+
+    audio = pauses_clip()
+    speech = speech_mask(audio, FPS)
+    change = np.diff(np.r_[0, (~speech).astype(np.int8), 0])
+    silences_ms = (np.flatnonzero(change == -1) - np.flatnonzero(change == 1)) * 1000 / FPS
+    assert (silences_ms >= 300).sum() >= 5
+    assert np.array_equal(audio, pauses_clip())  # the same clip every run
+    p = get_preset("low")
+    track = _live_track(get_driver(p.driver, FPS), audio, FPS, p)
+    counted = open_in_long_silence(track.effective_aperture(), speech, FPS)
+    assert counted["long_silence_frames"] >= 40 and counted["open_in_long_silence"] <= 0.02 * counted["long_silence_frames"]

@@ -17,7 +17,7 @@ class LevelDriver:
     def __init__(self, fps: float):
         self.clock = FrameClock(fps)
 
-    def drive(self, audio):
+    def drive(self, audio, speech=None, features=None):
         n = self.clock.frame_count(len(audio))
         bounds = np.minimum([self.clock.frame_start(k) for k in range(n + 1)], len(audio))
         rows = np.zeros((n, 4), np.float32)
@@ -86,7 +86,7 @@ def test_the_cpu_cap_waits_between_runs_but_not_for_a_new_turns_first_frame(spee
     fps, now = 25.0, [0.0]
 
     class SlowDriver(LevelDriver):
-        def drive(self, audio):
+        def drive(self, audio, speech=None, features=None):
             now[0] += 0.05  # every run costs 50 ms: at a 25% cap, wait for 200 ms of audio after it
             return super().drive(audio)
 

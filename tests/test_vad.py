@@ -8,7 +8,7 @@ from conftest import espeak
 
 from lipstream.audio import SAMPLE_RATE, load_audio
 from lipstream.audio import vad
-from lipstream.audio.vad import CHUNK_SAMPLES, speech_mask, speech_probability, speech_segments
+from lipstream.audio.vad import CHUNK_SAMPLES, StreamingVad, speech_mask, speech_probability, speech_segments
 
 
 def _trimmed(audio: np.ndarray) -> np.ndarray:
@@ -92,3 +92,32 @@ def test_smoothing_drops_blips_bridges_short_gaps_and_pads(monkeypatch):
         (80 * CHUNK_SAMPLES - pad, 95 * CHUNK_SAMPLES + pad),
     ]
     assert chunk_ms * 4 < vad.MIN_SILENCE_MS < chunk_ms * 10
+
+
+def test_a_streaming_vad_scores_each_chunk_once_and_masks_as_the_whole_clip(phrases, monkeypatch):
+    """Pushed in uneven pieces, with its history cut 1 s before each window: the same mask as
+    `speech_mask` of everything pushed so far, and silero run once per 32 ms chunk (plus one
+    look at the incomplete last chunk per mask)."""
+    audio = np.concatenate([_silence(0.3), phrases[0], _silence(0.6), phrases[1], _silence(0.4)])
+    calls = [0]
+    step = vad._silero_step
+
+    def counting(*args):
+        calls[0] += 1
+        return step(*args)
+
+    monkeypatch.setattr(vad, "_silero_step", counting)
+    stream, masks, pushed, rng = StreamingVad(), 0, 0, np.random.default_rng(3)
+    while pushed < len(audio):
+        piece = audio[pushed : pushed + int(rng.integers(100, 3000))]
+        stream.push(piece)
+        pushed += len(piece)
+        start = max(0, pushed - 2 * SAMPLE_RATE) // 640 * 640
+        got = stream.mask(start, pushed - start, 25.0)
+        masks += 1
+        monkeypatch.setattr(vad, "_silero_step", step)
+        whole = speech_mask(audio[:pushed], 25.0)
+        monkeypatch.setattr(vad, "_silero_step", counting)
+        np.testing.assert_array_equal(got, whole[start // 640 : start // 640 + len(got)])
+        stream.forget_before(start - SAMPLE_RATE)
+    assert calls[0] <= len(audio) // CHUNK_SAMPLES + masks

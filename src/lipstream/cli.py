@@ -557,6 +557,8 @@ def bench_drivers(
         help="Run the drivers live with this preset's look-ahead and context (default: offline, whole clips).")] = None,
     lookahead_ms: Annotated[Optional[float], typer.Option(min=0, max=5000, help="With --preset: this look-ahead instead.")] = None,
     context_ms: Annotated[Optional[float], typer.Option(min=0, max=10000, help="With --preset: this context instead.")] = None,
+    driver: Annotated[Optional[list[DriverChoice]], typer.Option(
+        help="Measure these drivers (repeatable; default: all offline, the preset's own with --preset).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/driver-accuracy.json"),
 ) -> None:
     """How well each driver predicts the real mouth aperture of clips from their own audio."""
@@ -574,7 +576,7 @@ def bench_drivers(
         live = replace(live, lookahead_ms=live.lookahead_ms if lookahead_ms is None else lookahead_ms,
                        context_ms=live.context_ms if context_ms is None else context_ms)
     with console.status(f"measuring drivers on {media}"):
-        result = run_driver_accuracy(media, fps, preset=live)
+        result = run_driver_accuracy(media, fps, drivers=[d.value for d in driver] if driver else None, preset=live)
     write_results(result, out)
     console.print(f"[green]wrote[/] {out}")
 
@@ -633,7 +635,7 @@ def bench_load(
     drift_hours: Annotated[float, typer.Option(help="Length of the simulated session for the drift test.")] = 1.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
     part: Annotated[Optional[list[str]], typer.Option(
-        help="Run only these measurements (repeatable): latency, first_frame, capacity, slow_client, fuzz, drift.")
+        help="Run only these measurements (repeatable): latency, first_frame, seed002, cpu, capacity, slow_client, fuzz, drift.")
     ] = None,
 ) -> None:
     """Latency and time to first frame per preset, session capacity, a slow client, fuzzed messages and drift of `serve`."""

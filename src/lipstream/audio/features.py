@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy.fft import dct, irfft, rfft
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from lipstream.audio.clock import SAMPLE_RATE, FrameClock
 
@@ -32,6 +32,10 @@ PITCH_WINDOW_S = 0.040
 # Peak of the normalised autocorrelation a frame needs to count as voiced, and its loudness.
 VOICING_THRESHOLD = 0.5
 VOICING_MIN_DB = -55.0
+# How far beyond a video frame's span its features read: the spectral frames centred in it reach
+# half a 25 ms window out, the pitch frames half a 40 ms window plus the 8 kHz decimation filter
+# (21 taps). A frame this far from both ends of a clip has the same features in any clip holding it.
+FEATURE_REACH_SAMPLES = int(PITCH_WINDOW_S * SAMPLE_RATE) // 2 + 32
 
 
 @dataclass
@@ -54,6 +58,18 @@ class FrameFeatures:
 
     def __len__(self) -> int:
         return len(self.rms)
+
+    def rows(self, start: int, stop: int) -> FrameFeatures:
+        """Frames [start, stop) of these features."""
+        return FrameFeatures(self.fps, *(getattr(self, name)[start:stop] for name in _ROW_FIELDS))
+
+    @staticmethod
+    def concatenate(parts: list[FrameFeatures]) -> FrameFeatures:
+        """Features of consecutive frames, in order (at least one part)."""
+        return FrameFeatures(parts[0].fps, *(np.concatenate([getattr(p, name) for p in parts]) for name in _ROW_FIELDS))
+
+
+_ROW_FIELDS = ("rms", "log_energy", "mel", "mfcc", "pitch_hz")
 
 
 def frame_features(audio: np.ndarray, fps: float) -> FrameFeatures:
@@ -82,6 +98,52 @@ def frame_features(audio: np.ndarray, fps: float) -> FrameFeatures:
     )
 
 
+class FeatureStream:
+    """`frame_features` of windows of a growing stream, each frame computed once.
+
+    Windows start on a frame boundary of the stream (frame k covers stream samples
+    [k*16000/fps, (k+1)*16000/fps)) and move forward. A frame whose audio reaches
+    FEATURE_REACH_SAMPLES into the stream on both sides is kept, so a later window recomputes only
+    its new frames (and a margin before them). At 25 fps (a frame is 4 hops) the result equals
+    `frame_features` of the whole stream, frame for frame; at rates whose frames do not start on
+    the 10 ms hop grid, the spectral frames pooled into a frame may sit a few samples apart.
+    """
+
+    def __init__(self, fps: float):
+        self.clock = FrameClock(fps)
+        self._first = 0  # stream frame of _kept's first row
+        self._kept: FrameFeatures | None = None
+
+    def window(self, audio: np.ndarray, first_frame: int) -> FrameFeatures:
+        """Features (T rows) of float32 mono 16 kHz `audio` starting at the stream's frame
+        `first_frame` and ending at the newest sample pushed; T = frame_count(len(audio))."""
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        clock, start = self.clock, self.clock.frame_start(first_frame)
+        end_frame = first_frame + clock.frame_count(len(audio))
+        kept = self._kept_from(first_frame, end_frame)
+        new_first = first_frame + (len(kept) if kept is not None else 0)
+        margin = -(-FEATURE_REACH_SAMPLES * clock.fps // clock.sample_rate)  # frames
+        compute_first = max(first_frame, new_first - int(margin))
+        compute_start = clock.frame_start(compute_first)
+        fresh = frame_features(audio[compute_start - start :], clock.fps).rows(new_first - compute_first, None)
+        rows = FrameFeatures.concatenate([kept, fresh]) if kept is not None else fresh
+        # keep the frames whose reach lies inside the audio read for them (or starts at the stream's start)
+        left_ok = compute_first if compute_start == 0 else clock.frame_count(compute_start + FEATURE_REACH_SAMPLES)
+        keep_from = first_frame if kept is not None and left_ok <= new_first else max(left_ok, new_first)
+        stable = keep_from
+        while stable < end_frame and clock.frame_start(stable + 1) + FEATURE_REACH_SAMPLES <= start + len(audio):
+            stable += 1
+        self._kept = rows.rows(keep_from - first_frame, stable - first_frame) if stable > keep_from else None
+        self._first = keep_from
+        return rows
+
+    def _kept_from(self, first_frame: int, end_frame: int) -> FrameFeatures | None:
+        """The kept rows from `first_frame` on (None if they do not start there or earlier)."""
+        if self._kept is None or self._first > first_frame or self._first + len(self._kept) <= first_frame:
+            return None
+        return self._kept.rows(first_frame - self._first, end_frame - self._first)
+
+
 def log_mel_spectrogram(audio: np.ndarray, hop_s: float = SPEC_HOP_S) -> np.ndarray:
     """Log-mel spectrogram (N, 40) float32 of 16 kHz float32 mono audio.
 
@@ -105,7 +167,7 @@ def pitch_track(audio: np.ndarray, hop: int = 160) -> np.ndarray:
     strong peak between 60 and 400 Hz wins (guards against octave-low errors), refined by
     parabolic interpolation. `hop` must be even.
     """
-    audio = resample_poly(np.asarray(audio, np.float32).reshape(-1), 1, 2)
+    audio = resample_poly(np.asarray(audio, np.float32).reshape(-1), 1, 2, window=_decimation_filter())
     rate = SAMPLE_RATE // 2
     win = int(round(PITCH_WINDOW_S * rate))
     frames = _frames(audio, win, hop // 2)
@@ -235,6 +297,14 @@ def _mel_power(audio: np.ndarray, hop: int) -> np.ndarray:
     return (spectrum.real**2 + spectrum.imag**2).astype(np.float64) @ _mel_filterbank().T
 
 
+@lru_cache(maxsize=1)
+def _decimation_filter() -> np.ndarray:
+    """The 41-tap low-pass `resample_poly(x, 1, 2)` designs for float32 audio on every call (its
+    default Kaiser window, beta 5), designed once: a live driver decimates a few frames per run."""
+    return firwin(41, 0.5, window=("kaiser", 5.0)).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
 def _mel_edges_hz() -> np.ndarray:
     """Band edges (42,) in Hz: equally spaced on the HTK mel scale from MEL_FMIN_HZ to MEL_FMAX_HZ."""
     lo_mel, hi_mel = 2595.0 * np.log10(1.0 + np.array([MEL_FMIN_HZ, MEL_FMAX_HZ]) / 700.0)

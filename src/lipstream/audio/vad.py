@@ -52,13 +52,7 @@ def speech_segments(
 ) -> list[tuple[int, int]]:
     """Speech segments [(start, end), ...] in samples of float32 mono 16 kHz audio, sorted, disjoint."""
     audio = np.asarray(audio, np.float32).reshape(-1)
-    prob = speech_probability(audio)
-    ms = SAMPLE_RATE / 1000.0
-    segments = _bridge_gaps(_hysteresis_runs(prob, threshold), min_silence_ms * ms)
-    segments = [(s, e) for s, e in segments if e - s >= min_speech_ms * ms]
-    pad = int(pad_ms * ms)
-    padded = [(max(0, s - pad), min(len(audio), e + pad)) for s, e in segments]
-    return _bridge_gaps(padded, 0)
+    return _segments(speech_probability(audio), 0, len(audio), threshold, min_silence_ms, min_speech_ms, pad_ms)
 
 
 def speech_mask(
@@ -74,11 +68,81 @@ def speech_mask(
     T = FrameClock(fps).frame_count(n) for float32 mono 16 kHz audio of n samples.
     """
     audio = np.asarray(audio, np.float32).reshape(-1)
-    bounds = frame_bounds(len(audio), fps)
-    middles = (bounds[:-1] + bounds[1:]) / 2.0
+    segments = speech_segments(audio, threshold, min_silence_ms, min_speech_ms, pad_ms)
+    return _frames_in_segments(segments, 0, len(audio), fps)
+
+
+class StreamingVad:
+    """`speech_mask` for windows of a growing stream, running silero once per 32 ms chunk.
+
+    silero is recurrent and causal: its state is carried from chunk to chunk, so each sample is
+    analysed once (re-running it over every window of a live driver was most of its cost). Chunk i
+    covers stream samples [512 i, 512 (i + 1)); the last, incomplete chunk is scored zero-padded
+    (as `speech_probability` does at a clip's end) without moving the state, and again once whole.
+    The hysteresis, gap bridging and padding of `speech_mask` run over the kept probabilities,
+    from `forget_before`'s sample on.
+    """
+
+    def __init__(self):
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._context = np.zeros((1, _CONTEXT_SAMPLES), np.float32)
+        self._partial = np.zeros(0, np.float32)  # samples after the last whole chunk
+        self._prob: list[float] = []  # one per whole chunk, from chunk _first on
+        self._first = 0
+        self.received = 0  # stream samples pushed
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append float32 mono 16 kHz samples; scores every chunk they complete."""
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        self.received += len(samples)
+        samples = np.concatenate([self._partial, samples])
+        whole = len(samples) // CHUNK_SAMPLES * CHUNK_SAMPLES
+        for i in range(0, whole, CHUNK_SAMPLES):
+            prob, self._state, self._context = _silero_step(samples[i : i + CHUNK_SAMPLES], self._state, self._context)
+            self._prob.append(prob)
+        self._partial = samples[whole:]
+
+    def mask(self, start: int, n_samples: int, fps: float) -> np.ndarray:
+        """Per video frame (T,) bool of the window [start, start + n_samples) of the stream, as
+        `speech_mask` of the whole stream pushed so far gives them (from the kept history on)."""
+        prob = list(self._prob)
+        if len(self._partial):
+            padded = np.zeros(CHUNK_SAMPLES, np.float32)
+            padded[: len(self._partial)] = self._partial
+            prob.append(_silero_step(padded, self._state, self._context)[0])
+        first_sample = self._first * CHUNK_SAMPLES
+        segments = _segments(np.asarray(prob, np.float32), first_sample, self.received, SPEECH_THRESHOLD,
+                             MIN_SILENCE_MS, MIN_SPEECH_MS, PAD_MS)
+        return _frames_in_segments(segments, start, n_samples, fps)
+
+    def forget_before(self, sample: int) -> None:
+        """Drop the probabilities of chunks that end before stream sample `sample`."""
+        drop = min(sample // CHUNK_SAMPLES - self._first, len(self._prob))
+        if drop > 0:
+            del self._prob[:drop]
+            self._first += drop
+
+
+def _segments(prob: np.ndarray, first_sample: int, end_sample: int, threshold: float, min_silence_ms: float,
+              min_speech_ms: float, pad_ms: float) -> list[tuple[int, int]]:
+    """Speech segments (samples) from per-chunk probabilities of chunks starting at `first_sample`,
+    for audio ending at `end_sample`."""
+    ms = SAMPLE_RATE / 1000.0
+    runs = [(first_sample + s, first_sample + e) for s, e in _hysteresis_runs(prob, threshold)]
+    segments = _bridge_gaps(runs, min_silence_ms * ms)
+    segments = [(s, e) for s, e in segments if e - s >= min_speech_ms * ms]
+    pad = int(pad_ms * ms)
+    padded = [(max(first_sample, s - pad), min(end_sample, e + pad)) for s, e in segments]
+    return _bridge_gaps(padded, 0)
+
+
+def _frames_in_segments(segments: list[tuple[int, int]], start: int, n_samples: int, fps: float) -> np.ndarray:
+    """(T,) bool for the frames of [start, start + n_samples): whether each frame's middle is in a segment."""
+    bounds = frame_bounds(n_samples, fps)
+    middles = start + (bounds[:-1] + bounds[1:]) / 2.0
     mask = np.zeros(len(middles), bool)
-    for start, end in speech_segments(audio, threshold, min_silence_ms, min_speech_ms, pad_ms):
-        mask |= (middles >= start) & (middles < end)
+    for seg_start, seg_end in segments:
+        mask |= (middles >= seg_start) & (middles < seg_end)
     return mask
 
 
@@ -121,14 +185,19 @@ def _silero_session():
 
 def _silero_probability(chunks: np.ndarray) -> np.ndarray:
     """Run silero chunk by chunk (it is recurrent), carrying its state and 64-sample context."""
-    session = _silero_session()
     state = np.zeros((2, 1, 128), np.float32)
     context = np.zeros((1, _CONTEXT_SAMPLES), np.float32)
-    rate = np.array(SAMPLE_RATE, np.int64)
     out = np.zeros(len(chunks), np.float32)
     for i, chunk in enumerate(chunks):
-        x = np.concatenate([context, chunk[None]], axis=1)
-        prob, state = session.run(None, {"input": x, "state": state, "sr": rate})
-        context = x[:, -_CONTEXT_SAMPLES:]
-        out[i] = prob[0, 0]
+        out[i], state, context = _silero_step(chunk, state, context)
     return out
+
+
+def _silero_step(chunk: np.ndarray, state: np.ndarray, context: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Speech probability of one 512-sample chunk, and silero's next state and context."""
+    x = np.concatenate([context, chunk[None]], axis=1)
+    prob, state = _silero_session().run(None, {"input": x, "state": state, "sr": _RATE})
+    return float(prob[0, 0]), state, x[:, -_CONTEXT_SAMPLES:]
+
+
+_RATE = np.array(SAMPLE_RATE, np.int64)

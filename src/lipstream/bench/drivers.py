@@ -10,7 +10,10 @@ With a preset, each driver runs as a live session runs it (`StreamingDriver` wit
 context and look-ahead, fed 20 ms chunks, progressive), so the figures are what that preset costs
 in accuracy. Every run also counts the frames whose mouth is open (effective aperture above
 OPEN_APERTURE) in silences of at least LONG_SILENCE_MS by the whole clip's VAD, beyond the
-CLOSE_RAMP_MS the mouth is meant to take to close (and to open before speech).
+CLOSE_RAMP_MS the mouth is meant to take to close (and to open before speech). The talking-face
+clips hold few long silences, so that count also runs, without a face to compare with, on the
+folder's *.wav files and on a synthetic clip: the bundled speech with pauses of PAUSES_S put between
+its phrases, over a noise floor at NOISE_FLOOR_DBFS (`pauses_clip`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ SPEECH_DILATE_FRAMES = 2
 LONG_SILENCE_MS = 300.0
 OPEN_APERTURE = 0.05  # effective aperture (0 closed .. 1 wide open) above which a mouth counts as open
 LIVE_CHUNK_MS = 20.0
+PAUSES_S = (0.4, 0.6, 0.9, 1.2)  # cycled between the phrases of the synthetic pauses clip
+PHRASE_GAP_MS = 80.0  # the bundled speech is cut where the VAD hears a gap this long
+NOISE_FLOOR_DBFS = -60.0  # a quiet room's floor, so that its silences are not digital zeros
+PAUSES_CLIP = "synthetic: bundled speech with pauses"
 LAG_CONVENTION = (
     "lag_ms > 0: the prediction is late, i.e. the real mouth moved lag_ms before the predicted "
     "curve; r(lag) = corr(prediction[k + n], measured[k]) with n = lag_ms * fps / 1000 frames"
@@ -99,6 +106,7 @@ def run_driver_accuracy(
             row[name] = lagged_correlation(predicted, clip.aperture, mask, fps)
             row[name].update(open_in_long_silence(predicted, speech_mask(clip.audio, fps), fps))
         clips.append(row)
+    silences = [_silence_row(name, audio, predictors[1:], fps, preset) for name, audio in _silence_clips(media_dir)]
     summary = {
         name: {
             "median_r_lag0": _median(c[name]["r_lag0"] for c in clips),
@@ -110,6 +118,11 @@ def run_driver_accuracy(
         }
         for name in predictors
     }
+    for name in predictors[1:]:
+        frames = summary[name]["long_silence_frames"] + sum(r[name]["long_silence_frames"] for r in silences)
+        opened = summary[name]["open_in_long_silence"] + sum(r[name]["open_in_long_silence"] for r in silences)
+        summary[name]["long_silence_all_clips"] = {"frames": frames, "open": opened,
+                                                   "open_share": round(opened / frames, 4) if frames else None}
     return {
         "benchmark": "driver-accuracy",
         "media_dir": str(media_dir),
@@ -126,8 +139,38 @@ def run_driver_accuracy(
         "default_driver": DEFAULT_DRIVER,
         "summary": summary,
         "clips": clips,
+        "silence_clips": silences,
         "machine": machine_info(),
     }
+
+
+def pauses_clip() -> np.ndarray:
+    """The bundled speech (float32 16 kHz) with a pause from PAUSES_S (cycled) put in each gap of
+    PHRASE_GAP_MS or more between its phrases, over white noise at NOISE_FLOOR_DBFS (fixed seed)."""
+    from lipstream.audio.vad import speech_segments
+    from lipstream.avatar.resolve import bundled_asset
+
+    speech = load_audio(bundled_asset("speech.wav"))
+    parts = []
+    for i, (start, end) in enumerate(speech_segments(speech, min_silence_ms=PHRASE_GAP_MS)):
+        parts += [speech[start:end], np.zeros(int(PAUSES_S[i % len(PAUSES_S)] * SAMPLE_RATE), np.float32)]
+    audio = np.concatenate(parts)
+    noise = np.random.default_rng(0).standard_normal(len(audio)) * 10 ** (NOISE_FLOOR_DBFS / 20)
+    return (audio + noise).astype(np.float32)
+
+
+def _silence_clips(media_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, float32 16 kHz audio) of the folder's *.wav files and the synthetic pauses clip."""
+    return [(p.stem, load_audio(p)) for p in sorted(Path(media_dir).glob("*.wav"))] + [(PAUSES_CLIP, pauses_clip())]
+
+
+def _silence_row(name: str, audio: np.ndarray, drivers: Sequence[str], fps: float, preset: Preset | None) -> dict:
+    """Frames open in long silences of one audio-only clip, per driver."""
+    speech = speech_mask(audio, fps)
+    row = {"clip": name, "frames": int(len(speech))}
+    for driver in drivers:
+        row[driver] = open_in_long_silence(_predict(driver, audio, fps, preset), speech, fps)
+    return row
 
 
 def write_results(result: dict, path: Path) -> None:

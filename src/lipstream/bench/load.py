@@ -16,6 +16,11 @@ stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
   it received muxed with the audio it sent;
 - capacity: N concurrent sessions at 25 fps, 256x256, `warp`: the largest N with no dropped
   frames and p95 added latency within LATENCY_BAR_MS;
+- CPU per session (`cpu`), which other jobs on a shared machine inflate far less than wall time:
+  one session pipeline in this process on a fake clock that each step moves on by the CPU time
+  (`time.process_time`) it took, fed in real time: CPU seconds per second of audio, and the delays
+  a machine with a free core for it would give (the seed-002 client's, and 20 ms chunks at 256x256
+  for `ultra_low` and `low`); no sockets, so the network and encoding for the wire are left out;
 - drift: a one-hour session, simulated faster than real time through the session pipeline
   (44.1 kHz stereo chunks of 10 ms to 1 s, speech once a minute): the offset between the mouth
   track and the audio, first minute against last;
@@ -57,7 +62,12 @@ FIRST_FRAME_TURNS = 20
 FIRST_FRAME_TURN_S = 1.0
 FIRST_FRAME_PAUSE_S = 0.3
 SEED_CHUNK_S = 0.1
-PARTS = ("latency", "first_frame", "seed002", "capacity", "slow_client", "fuzz", "drift")
+# Issue 13's bars for the seed-002 client: delay p95, frames per second, |A/V offset| by `lipstream eval`.
+SEED_DELAY_P95_BAR_MS = 250.0
+SEED_MIN_FPS = 24.0
+SEED_SYNC_BAR_MS = 40.0
+FIRST_FRAME_P95_BAR_MS = {"ultra_low": 150.0, "low": 200.0}
+PARTS = ("latency", "first_frame", "seed002", "cpu", "capacity", "slow_client", "fuzz", "drift")
 KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
 AUDIO_HEADER = struct.Struct("<BBHII")
 
@@ -244,6 +254,9 @@ def bench_first_frame(url: str, turns: int = FIRST_FRAME_TURNS) -> dict:
         out[preset] = {"turns": len(client_ms), "client_ms": _percentiles(client_ms),
                        "server_ms": {k: server.get(k) for k in ("p50", "p95")},
                        "load_avg_1min_before": round(load_before, 2)}
+        if preset in FIRST_FRAME_P95_BAR_MS:
+            bar, p95 = FIRST_FRAME_P95_BAR_MS[preset], out[preset]["client_ms"]["p95"]
+            out[preset].update(bar_p95_ms=bar, holds=p95 is not None and p95 <= bar)
     return out
 
 
@@ -307,11 +320,18 @@ def bench_seed002(url: str, seconds: float) -> dict:
               for k, (arrived, _) in frames.items()]
     arrivals = sorted(arrived for arrived, _ in frames.values())
     span_s = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
-    return {"chunk_ms": SEED_CHUNK_S * 1000, "frames_expected": clock.frame_count(len(audio)),
-            "frames_received": len(frames), "idle_frames_received": idle,
-            "arrival_minus_chunk_sent_ms": _percentiles(delays),
-            "received_fps": round((len(arrivals) - 1) / span_s, 2) if span_s else None,
-            "eval_offset_ms": _offset_of(frames, audio), "load_avg_1min_before": round(load_before, 2)}
+    result = {"chunk_ms": SEED_CHUNK_S * 1000, "frames_expected": clock.frame_count(len(audio)),
+              "frames_received": len(frames), "idle_frames_received": idle,
+              "arrival_minus_chunk_sent_ms": _percentiles(delays),
+              "received_fps": round((len(arrivals) - 1) / span_s, 2) if span_s else None,
+              "eval_offset_ms": _offset_of(frames, audio), "load_avg_1min_before": round(load_before, 2),
+              "load_avg_1min_after": round(os.getloadavg()[0], 2)}
+    p95, fps, offset = result["arrival_minus_chunk_sent_ms"]["p95"], result["received_fps"], result["eval_offset_ms"]
+    result["bars"] = {"delay_p95_ms": SEED_DELAY_P95_BAR_MS, "idle_frames": 0, "min_fps": SEED_MIN_FPS,
+                      "abs_offset_ms": SEED_SYNC_BAR_MS}
+    result["holds"] = (p95 is not None and p95 <= SEED_DELAY_P95_BAR_MS and idle == 0 and fps is not None
+                       and fps >= SEED_MIN_FPS and offset is not None and abs(offset) <= SEED_SYNC_BAR_MS)
+    return result
 
 
 async def _seed002_client(url: str, audio: np.ndarray) -> tuple[dict, list[float], int]:
@@ -386,6 +406,57 @@ def _offset_of(frames: dict, audio: np.ndarray) -> float | None:
                 writer.write(first[..., ::-1].copy() if image is None else image, audio[start:end, None])
         offset = evaluate_video_sync(path).offset_ms
     return None if offset is None else round(offset, 1)
+
+
+def bench_cpu(seconds: float) -> dict:
+    """The `cpu` part described in the module docstring."""
+    cases = {"seed002_low_100ms_chunks": ("low", SEED_CHUNK_S, None), "ultra_low_20ms_chunks": ("ultra_low", CHUNK_S, SIZE_PX),
+             "low_20ms_chunks": ("low", CHUNK_S, SIZE_PX)}
+    out = {}
+    for name, (preset, chunk_s, width) in cases.items():
+        load_before = os.getloadavg()[0]
+        out[name] = {"preset": preset, "chunk_ms": chunk_s * 1000, "width": width or "avatar's",
+                     **_cpu_clocked_session(looped_speech(seconds), preset, chunk_s, width),
+                     "load_avg_1min_before": round(load_before, 2)}
+    return out
+
+
+def _cpu_clocked_session(audio: np.ndarray, preset: str, chunk_s: float, width: int | None) -> dict:
+    """One SessionPipeline on a clock moved by the CPU time of each step; chunk n is taken at
+    (n + 1) * chunk_s, or when the previous work is done; frames are taken one at a time, as a
+    worker sends them. Delay: a frame's completion minus its chunk's time, as `bench_seed002`."""
+    from lipstream.avatar.resolve import resolve_avatar
+    from lipstream.session import ManualClock
+    from lipstream.stream.audio_in import AudioFormat
+    from lipstream.stream.events import FrameOut
+    from lipstream.stream.session import SessionConfig, SessionPipeline
+
+    clock = ManualClock(0.0)
+    pipeline = SessionPipeline(SessionConfig(preset=preset, width=width, idle_frames=False, silent_frames=True),
+                               resolve_avatar("default"), clock=clock)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    step, fmt, frame_clock = int(chunk_s * SAMPLE_RATE), AudioFormat(SAMPLE_RATE, 1, "pcm16"), FrameClock(FPS)
+    sent: list[float] = []
+    done: dict[int, float] = {}
+    cpu_total = 0.0
+    for n, i in enumerate(range(0, len(pcm), step)):
+        sent.append((n + 1) * chunk_s)
+        clock.t = max(clock.t, sent[-1])
+        start = time.process_time()
+        pipeline.add_audio(pcm[i : i + step].tobytes(), fmt, sent[-1])
+        while True:
+            events = pipeline.process(1)
+            used = time.process_time() - start
+            clock.advance(used)
+            cpu_total += used
+            if not events:
+                break
+            done.update((e.index, clock.t) for e in events if isinstance(e, FrameOut) and not e.idle)
+            start = time.process_time()
+    delays = [(t - sent[min((frame_clock.frame_start(k + 1) - 1) // step, len(sent) - 1)]) * 1000 for k, t in done.items()]
+    return {"frames_expected": frame_clock.frame_count(len(audio)), "frames_made": len(done),
+            "cpu_s_per_audio_s": round(cpu_total / (len(audio) / SAMPLE_RATE), 3),
+            "delay_after_chunk_sent_ms": _percentiles(delays)}
 
 
 def bench_capacity(url: str, seconds: float, preset: str, max_sessions: int,
@@ -638,6 +709,8 @@ def run_load_bench(out: Path | None = None, seconds: float = 20.0, max_sessions:
             results["slow_client"] = bench_slow_client(server.url, server, seconds)
         if "fuzz" in parts:
             results["fuzz"] = bench_fuzz(server.url, server, seconds)
+    if "cpu" in parts:
+        results["cpu_per_session"] = bench_cpu(seconds)
     if "drift" in parts:
         results["drift"] = bench_drift(drift_hours)
     if out is not None:

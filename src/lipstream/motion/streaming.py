@@ -9,9 +9,14 @@ the cost is a latency of the look-ahead (driver's `lookahead_ms` + a guard) plus
 Every time-based decision here (the CPU cap below) reads the clock it is given (a session's), so
 tests can replace it.
 
+What a run would otherwise redo over the whole window is kept between runs: the voice-activity
+detector's recurrent state and probabilities (`StreamingVad`: each 32 ms of audio is scored
+once) and the per-frame features (`FeatureStream`: each frame's spectrum and pitch computed once),
+so a run costs the new frames plus the driver's own maths over the window.
+
 `block_s = 0` is progressive processing: the driver runs as soon as one more frame is ready.
-Each run re-reads its whole window, so running it for every frame can cost more CPU than the
-frames are worth; `max_cpu_share` caps the driver's time at that share of real time by waiting
+When runs are slow (a busy machine), running it for every frame can still cost more CPU than
+the frames are worth; `max_cpu_share` caps the driver's time at that share of real time by waiting
 for more audio between runs when a run is slow (progressive when cheap, batched when not). The
 cap starts afresh after `flush` (the end of a turn): the next turn's first frame, the one a
 listener waits for, is made as soon as its audio and look-ahead are in.
@@ -25,6 +30,8 @@ from collections.abc import Callable
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE, FrameClock
+from lipstream.audio.features import FeatureStream
+from lipstream.audio.vad import StreamingVad
 from lipstream.motion.params import PARAM_NAMES
 
 CONTEXT_S = 1.0
@@ -63,6 +70,8 @@ class StreamingDriver:
         self._buffer_start = 0  # global sample index of _buffer[0]
         self._received = 0
         self._pending = 0  # samples received since the last drive
+        self._vad = StreamingVad()
+        self._features = FeatureStream(fps)
         self.next_frame = 0
 
     def set_driver(self, driver) -> None:
@@ -89,6 +98,7 @@ class StreamingDriver:
         """Add float32 mono 16 kHz samples without running the driver (`ready` runs it)."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         self._buffer = np.concatenate([self._buffer, samples])
+        self._vad.push(samples)
         self._received += len(samples)
         self._pending += len(samples)
 
@@ -138,9 +148,12 @@ class StreamingDriver:
         window_start = max(self.clock.frame_start(self.next_frame) - self.context, self._buffer_start)
         # Drive from a frame boundary so the driver's frame grid matches the global one.
         first_frame = self.clock.frame_count(window_start)
-        audio = self._buffer[self.clock.frame_start(first_frame) - self._buffer_start :]
+        window_start = self.clock.frame_start(first_frame)
+        audio = self._buffer[window_start - self._buffer_start :]
         start = self.now()
-        rows = self.driver.drive(audio).values[self.next_frame - first_frame : end_frame - first_frame]
+        speech = self._vad.mask(window_start, len(audio), self.clock.fps)
+        track = self.driver.drive(audio, speech, self._features.window(audio, first_frame))
+        rows = track.values[self.next_frame - first_frame : end_frame - first_frame]
         if self.max_cpu_share:
             self._cpu_block = int((self.now() - start) / self.max_cpu_share * SAMPLE_RATE)
         missing = end_frame - self.next_frame - len(rows)
@@ -156,6 +169,7 @@ class StreamingDriver:
         if keep_from > self._buffer_start:
             self._buffer = self._buffer[keep_from - self._buffer_start :]
             self._buffer_start = keep_from
+        self._vad.forget_before(keep_from - self.context)  # the VAD's smoothing reads back past the window
 
 
 def _no_rows() -> np.ndarray:

@@ -2,7 +2,9 @@
 
 The look-ahead a preset waits for is `lookahead_ms` when set: the live presets decide each frame on
 that much future audio, and frames the driver would have decided differently with more of it are
-not revised (docs/server.md measures what that costs). Otherwise it is the driver's own
+not revised (docs/server.md measures what that costs). `low`, the default, waits 100 ms: no more
+than one of the 100 ms chunks seed 002's clients send, so a frame never waits for two chunks
+after its own. Otherwise it is the driver's own
 (`Driver.lookahead_ms`, what it needs to decide a frame exactly as offline, including closing the
 mouth in silence) plus `guard_ms`. `block_ms` is how much
 audio is collected between driver runs: 0 is progressive processing (a frame goes out as soon
@@ -45,11 +47,11 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("ultra_low", driver="energy", renderer="auto", block_ms=0, driver_cpu_share=0.5,
-               context_ms=300, guard_ms=0, lookahead_ms=60, deadline_ms=250, jpeg_quality=70, h264_crf=30,
+        Preset("ultra_low", driver="viseme", renderer="auto", block_ms=0, driver_cpu_share=0.5,
+               context_ms=1000, guard_ms=0, lookahead_ms=60, deadline_ms=250, jpeg_quality=70, h264_crf=30,
                h264_preset="ultrafast", queue_frames=4),
         Preset("low", driver="viseme", renderer="auto", block_ms=0, driver_cpu_share=0.25,
-               context_ms=1000, guard_ms=40, lookahead_ms=120, deadline_ms=400, jpeg_quality=80, h264_crf=26,
+               context_ms=1000, guard_ms=40, lookahead_ms=100, deadline_ms=400, jpeg_quality=80, h264_crf=26,
                h264_preset="ultrafast", queue_frames=8),
         Preset("balanced", driver="viseme", renderer="auto", block_ms=120, driver_cpu_share=0.25,
                context_ms=800, guard_ms=100, lookahead_ms=None, deadline_ms=800, jpeg_quality=85, h264_crf=23,

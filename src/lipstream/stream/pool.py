@@ -418,9 +418,11 @@ class _Host:
         ids = ([only] if only in dirty else []) if only is not None else list(dirty)
         for session_id in ids:
             events, acked = dirty.pop(session_id)
-            if session_id in self.sessions:
-                events += self._call(session_id, "process")
+            if session_id in self.sessions:  # frame by frame: each is sent as soon as it is rendered
+                events += self._call(session_id, "process", 1)
             self.conn.send(("events", session_id, events, acked))
+            while session_id in self.sessions and (more := self._call(session_id, "process", 1)):
+                self.conn.send(("events", session_id, more, 0.0))
 
     def _open(self, session_id: str, config) -> None:
         try:

@@ -84,9 +84,11 @@ class SessionPipeline:
             return [AudioOut(pts, to_pcm16(samples), fmt.sample_rate, fmt.channels)]
         return []
 
-    def process(self) -> list[Event]:
-        """Everything the session has ready now (frames, turns, fallbacks, drops)."""
-        return [self._event(item) for item in self.session.poll()]
+    def process(self, limit: int | None = None) -> list[Event]:
+        """What the session has ready now (frames, turns, fallbacks, drops), at most `limit`
+        frames (each rendered as it is taken: a caller that sends them one by one sends the first
+        after one render, not after the whole block)."""
+        return [self._event(item) for item in self.session.poll(limit)]
 
     tick = process  # time passing: a quiet turn ends, an idle frame falls due
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from lipstream.audio.clock import FrameClock
+from lipstream.audio.features import FrameFeatures, frame_features
 from lipstream.audio.vad import MASK_LOOKAHEAD_MS, speech_mask
 from lipstream.motion.params import MouthTrack
 from lipstream.motion.smoothing import CLOSE_RAMP_MS, close_in_silence
@@ -41,23 +42,29 @@ class Driver(ABC):
             raise ValueError(f"fps must be positive, not {fps}")
         self.fps = float(fps)
 
-    def drive(self, audio: np.ndarray) -> MouthTrack:
-        """Mouth track for float32 mono 16 kHz audio (n,): T = FrameClock(fps).frame_count(n) rows."""
+    def drive(self, audio: np.ndarray, speech: np.ndarray | None = None,
+              features: FrameFeatures | None = None) -> MouthTrack:
+        """Mouth track for float32 mono 16 kHz audio (n,): T = FrameClock(fps).frame_count(n) rows.
+
+        speech / features: the (T,) speech mask and the `frame_features` of these frames when the
+        caller has them (a live stream keeps both from run to run); computed from `audio` if None.
+        """
         audio = np.asarray(audio, np.float32).reshape(-1)
         n_frames = FrameClock(self.fps).frame_count(len(audio))
         if n_frames == 0:
             return MouthTrack.closed(0, self.fps)
-        mask = speech_mask(audio, self.fps)
+        mask = speech_mask(audio, self.fps) if speech is None else np.asarray(speech, bool)
         if not mask.any():
             return MouthTrack.closed(n_frames, self.fps)
-        values = self.mouth_values(audio, mask)
+        values = self.mouth_values(audio, mask, frame_features(audio, self.fps) if features is None else features)
         return MouthTrack(close_in_silence(values, mask, self.fps), self.fps)
 
     @abstractmethod
-    def mouth_values(self, audio: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    def mouth_values(self, audio: np.ndarray, speech: np.ndarray, features: FrameFeatures) -> np.ndarray:
         """(T, 4) float32 parameters in PARAM_NAMES order, before silences are closed.
 
-        audio: float32 mono 16 kHz (n,); speech: (T,) bool speech mask of the same frames.
+        audio: float32 mono 16 kHz (n,); speech: (T,) bool speech mask and features: the
+        `frame_features` of the same frames.
         """
 
 

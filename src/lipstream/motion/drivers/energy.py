@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipstream.audio.features import frame_features
+from lipstream.audio.features import FrameFeatures
 from lipstream.motion.drivers.base import (
     SILENCE_LOOKAHEAD_MS,
     Driver,
@@ -25,8 +25,8 @@ class EnergyDriver(Driver):
     name = "energy"
     lookahead_ms = max(SILENCE_LOOKAHEAD_MS, LEAD_MS)
 
-    def mouth_values(self, audio: np.ndarray, speech: np.ndarray) -> np.ndarray:
-        rms = frame_features(audio, self.fps).rms
+    def mouth_values(self, audio: np.ndarray, speech: np.ndarray, features: FrameFeatures) -> np.ndarray:
+        rms = features.rms
         level = anticipate(envelope_follower(rms, self.fps, ATTACK_MS, RELEASE_MS), self.fps, LEAD_MS)
         values = np.zeros((len(rms), len(PARAM_NAMES)), np.float32)
         values[:, JAW_OPEN] = openness_from_level(level, speech)

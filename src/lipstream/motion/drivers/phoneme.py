@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE
-from lipstream.audio.features import frame_features, pool_to_frames
+from lipstream.audio.features import FrameFeatures, pool_to_frames
 from lipstream.motion.drivers.base import (
     SILENCE_LOOKAHEAD_MS,
     Driver,
@@ -81,11 +81,10 @@ class PhonemeDriver(Driver):
         super().__init__(fps)
         self._decoder = None
 
-    def mouth_values(self, audio: np.ndarray, speech: np.ndarray) -> np.ndarray:
-        feats = frame_features(audio, self.fps)
+    def mouth_values(self, audio: np.ndarray, speech: np.ndarray, features: FrameFeatures) -> np.ndarray:
         targets = self.phone_targets(audio)
-        values = np.zeros((len(feats), len(PARAM_NAMES)), np.float32)
-        level = openness_level(feats.mel) * (PHONE_OPEN_FLOOR + targets[:, JAW_OPEN]) ** PHONE_OPEN_WEIGHT
+        values = np.zeros((len(features), len(PARAM_NAMES)), np.float32)
+        level = openness_level(features.mel) * (PHONE_OPEN_FLOOR + targets[:, JAW_OPEN]) ** PHONE_OPEN_WEIGHT
         values[:, JAW_OPEN] = coarticulate(openness_from_level(level, speech), self.fps, COARTICULATION_MS)
         values[:, LIP_SPREAD] = targets[:, LIP_SPREAD]
         values[:, LIP_CLOSE] = targets[:, LIP_CLOSE]

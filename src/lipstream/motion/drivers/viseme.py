@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from lipstream.audio.features import FrameFeatures, band_power, frame_features, mel_centre_frequencies
+from lipstream.audio.features import FrameFeatures, band_power, mel_centre_frequencies
 from lipstream.motion.drivers.base import (
     SILENCE_LOOKAHEAD_MS,
     Driver,
@@ -51,14 +51,13 @@ class VisemeDriver(Driver):
     name = "viseme"
     lookahead_ms = max(SILENCE_LOOKAHEAD_MS, LEAD_MS + 2 * COARTICULATION_MS)
 
-    def mouth_values(self, audio: np.ndarray, speech: np.ndarray) -> np.ndarray:
-        feats = frame_features(audio, self.fps)
-        values = np.zeros((len(feats), len(PARAM_NAMES)), np.float32)
-        level = openness_level(feats.mel)
+    def mouth_values(self, audio: np.ndarray, speech: np.ndarray, features: FrameFeatures) -> np.ndarray:
+        values = np.zeros((len(features), len(PARAM_NAMES)), np.float32)
+        level = openness_level(features.mel)
         values[:, JAW_OPEN] = openness_from_level(level, speech)
-        values[:, LIP_SPREAD] = _spread(feats, speech)
-        values[:, LIP_CLOSE] = _closure(level, feats.mel, self.fps)
-        values[:, TEETH] = np.maximum(teeth_from_jaw(values[:, JAW_OPEN]), _frication(feats.mel))
+        values[:, LIP_SPREAD] = _spread(features, speech)
+        values[:, LIP_CLOSE] = _closure(level, features.mel, self.fps)
+        values[:, TEETH] = np.maximum(teeth_from_jaw(values[:, JAW_OPEN]), _frication(features.mel))
         values = coarticulate(values, self.fps, COARTICULATION_MS)
         return anticipate(values, self.fps, LEAD_MS)
 
