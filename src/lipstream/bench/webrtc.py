@@ -48,7 +48,8 @@ INBOUND_JS = """async () => {
   for (const s of (await window.lipstreamPeer.getStats()).values())
     if (s.type === "inbound-rtp") out[s.kind] = { framesReceived: s.framesReceived, framesDecoded: s.framesDecoded,
       framesDropped: s.framesDropped, samples: s.totalSamplesReceived, width: s.frameWidth, height: s.frameHeight,
-      jitterBufferMs: 1000 * s.jitterBufferDelay / Math.max(1, s.jitterBufferEmittedCount) };
+      jitterBufferMs: 1000 * s.jitterBufferDelay / Math.max(1, s.jitterBufferEmittedCount),
+      playoutNtpMs: s.estimatedPlayoutTimestamp };
   return out;
 }"""
 
@@ -123,6 +124,8 @@ def record_page(http: str, wav: Path, seconds: float, out: Path, profile: Path, 
             "audio_seconds_received": round(audio_samples / WAV_RATE_HZ, 2),
             "frame_size": [after.get("video", {}).get("width"), after.get("video", {}).get("height")],
             "jitter_buffer_ms": {kind: round(after.get(kind, {}).get("jitterBufferMs", 0), 1) for kind in ("audio", "video")},
+            # the sender (NTP) times the browser plays audio and video at now: equal when it syncs them
+            "playout_video_minus_audio_ms": _difference(after, "playoutNtpMs"),
             "page_errors": errors, "log": log.splitlines()[-12:]}
 
 
@@ -180,6 +183,11 @@ def run_webrtc_bench(out: Path, seconds: float = 10.0, preset: str = "low", widt
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _difference(stats: dict, key: str) -> float | None:
+    video, audio = stats.get("video", {}).get(key), stats.get("audio", {}).get(key)
+    return None if video is None or audio is None else round(video - audio, 1)
 
 
 def _plain(metrics) -> dict:
