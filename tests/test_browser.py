@@ -91,13 +91,15 @@ def test_demo_page_over_webrtc_receives_the_avatar_and_voice(page_server, tmp_pa
     it receives (MediaRecorder), and the recording holds the avatar and the voice, decodes, and
     lipstream eval measures it. Asserts behaviour only: the fps and sync bars are `lipstream bench
     webrtc`'s (on a loaded 2-core machine the session may fall back to a still mouth)."""
-    from lipstream.bench.webrtc import recording_figures, record_page, speech_wav
+    from lipstream.bench.webrtc import SMALL_AVATAR, record_page, recording_figures, small_portrait, speech_wav
 
     if not CHROMIUM.exists() or shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is needed: apt-get install chromium")
     wav = speech_wav(tmp_path / "speech.wav", min_seconds=8)
+    small_portrait(page_server.avatars / SMALL_AVATAR, tmp_path / "portrait.png")  # cheap to draw at 256 px
     recording = tmp_path / "received.webm"
-    page = record_page(page_server.http, wav, 6.0, recording, tmp_path / "profile", warmup_s=1.0)
+    page = record_page(page_server.http, wav, 6.0, recording, tmp_path / "profile", warmup_s=1.0,
+                       avatar=SMALL_AVATAR)
     assert not page["page_errors"], page["page_errors"]
     assert any("WebRTC connected" in line for line in page["log"]) and not any("error" in line for line in page["log"])
     assert page["video_frames"]["framesReceived"] >= 6 * 10  # frames keep arriving (the bench's bar: 24 fps)

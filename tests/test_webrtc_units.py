@@ -32,6 +32,7 @@ def take_all(playout: Playout, clock: ManualClock, seconds: float) -> np.ndarray
 def test_a_run_of_frames_sits_on_its_own_audio_contiguously():
     clock = ManualClock()
     playout = Playout(clock.now, margin_s=0.1)
+    playout.begin()
     placed = [playout.place(frame(k)) for k in range(10)]
     first = placed[0].tick
     assert first == round(0.1 * OUT_RATE_HZ)  # a run starts the margin ahead of now
@@ -47,6 +48,7 @@ def test_a_run_of_frames_sits_on_its_own_audio_contiguously():
 def test_a_late_frame_restarts_the_run_later_without_losing_or_moving_audio():
     clock = ManualClock()
     playout = Playout(clock.now, margin_s=0.1)
+    playout.begin()
     early = [playout.place(frame(k)) for k in range(3)]
     take_all(playout, clock, 0.5)  # the audio track ran past the run's end: the next frame is late
     late = playout.place(frame(3))
@@ -61,6 +63,7 @@ def test_a_late_frame_restarts_the_run_later_without_losing_or_moving_audio():
 def test_idle_frames_advance_in_real_time_and_speech_follows_them():
     clock = ManualClock()
     playout = Playout(clock.now, margin_s=0.1)
+    playout.begin()
     ticks = []
     for _ in range(5):
         ticks.append(playout.place(frame(0, idle=True)).tick)
@@ -70,8 +73,19 @@ def test_idle_frames_advance_in_real_time_and_speech_follows_them():
     assert speech.tick > ticks[-1]
 
 
+def test_frames_before_the_timeline_begins_are_dropped():
+    clock = ManualClock()
+    playout = Playout(clock.now, margin_s=0.1)
+    assert playout.place(frame(0, idle=True)) is None and not playout.video
+    clock.advance(2.0)  # connecting took 2 s: none of it is sent later in a burst
+    playout.begin()
+    assert playout.place(frame(0)).tick == round(0.1 * OUT_RATE_HZ)
+    assert playout.take_audio()[0] == 0
+
+
 def test_audio_at_another_rate_is_refused():
     playout = Playout(ManualClock().now, margin_s=0.1)
+    playout.begin()
     bad = frame(0)
     bad.sample_rate = 16000
     with pytest.raises(ValueError, match="48000"):
@@ -81,6 +95,7 @@ def test_audio_at_another_rate_is_refused():
 def test_packets_are_20_ms_and_cover_the_timeline_without_gaps():
     clock = ManualClock()
     playout = Playout(clock.now, margin_s=0.0)
+    playout.begin()
     starts = [playout.take_audio()[0] for _ in range(5)]
     assert starts == [n * AUDIO_PACKET_TICKS for n in range(5)] and AUDIO_PACKET_TICKS == 960
 

@@ -3,6 +3,7 @@ WebRTC, its microphone a speech WAV (Chromium's fake capture device). What the p
 (avatar and voice, one stream) is recorded with MediaRecorder for `seconds` and measured:
 video frames received per second (the page's RTCPeerConnection stats) and `lipstream eval`'s
 A/V offset of the recording. Issue 13's bars: >= 24 fps over 10 s of speech, in sync within 60 ms.
+The avatar is the bundled portrait prepared at 256 px, the size it is sent at.
 
 Needs Chromium (Debian's /usr/bin/chromium), Playwright's Python package and espeak-ng.
 """
@@ -30,6 +31,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--autoplay-policy=no-user-gesture-required",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+SMALL_AVATAR = "portrait256"  # the bundled portrait prepared at 256 px (drawn at the size it is sent)
 FPS_BAR = 24.0
 SYNC_BAR_MS = 60.0
 WAV_RATE_HZ = 48000
@@ -45,7 +47,9 @@ INBOUND_JS = """async () => {
   if (!window.lipstreamPeer) return out;
   for (const s of (await window.lipstreamPeer.getStats()).values())
     if (s.type === "inbound-rtp") out[s.kind] = { framesReceived: s.framesReceived, framesDecoded: s.framesDecoded,
-      framesDropped: s.framesDropped, samples: s.totalSamplesReceived, width: s.frameWidth, height: s.frameHeight };
+      framesDropped: s.framesDropped, samples: s.totalSamplesReceived, width: s.frameWidth, height: s.frameHeight,
+      jitterBufferMs: 1000 * s.jitterBufferDelay / Math.max(1, s.jitterBufferEmittedCount),
+      playoutNtpMs: s.estimatedPlayoutTimestamp };
   return out;
 }"""
 
@@ -74,7 +78,7 @@ def speech_wav(path: Path, min_seconds: float = 12.0) -> Path:
 
 
 def record_page(http: str, wav: Path, seconds: float, out: Path, profile: Path, preset: str = "low",
-                width: int = 256, warmup_s: float = 2.0) -> dict:
+                width: int = 256, warmup_s: float = 2.0, avatar: str = "default") -> dict:
     """Open the demo page at `http` with `wav` as the microphone, talk over WebRTC, record what
     the page receives for `seconds` into `out` (WebM); returns the page's figures."""
     try:
@@ -92,6 +96,8 @@ def record_page(http: str, wav: Path, seconds: float, out: Path, profile: Path, 
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(http + "/")
+            page.wait_for_function(f"[...document.querySelectorAll('#avatar option')].some(o => o.value === {avatar!r})")
+            page.select_option("#avatar", avatar)
             page.select_option("#transport", "webrtc")
             page.select_option("#preset", preset)
             page.select_option("#size", str(width))
@@ -117,7 +123,22 @@ def record_page(http: str, wav: Path, seconds: float, out: Path, profile: Path, 
             "decoded_fps": round(video["framesDecoded"] / elapsed, 2),
             "audio_seconds_received": round(audio_samples / WAV_RATE_HZ, 2),
             "frame_size": [after.get("video", {}).get("width"), after.get("video", {}).get("height")],
+            "jitter_buffer_ms": {kind: round(after.get(kind, {}).get("jitterBufferMs", 0), 1) for kind in ("audio", "video")},
+            # the sender (NTP) times the browser plays audio and video at now: equal when it syncs them
+            "playout_video_minus_audio_ms": _difference(after, "playoutNtpMs"),
             "page_errors": errors, "log": log.splitlines()[-12:]}
+
+
+def small_portrait(package: Path, photo: Path, size_px: int = 256) -> Path:
+    """The bundled portrait at size_px x size_px, prepared as the avatar package `package`."""
+    import cv2
+
+    from lipstream.avatar.prepare import prepare
+    from lipstream.avatar.resolve import bundled_asset
+
+    image = cv2.imread(str(bundled_asset("portrait.png")))
+    cv2.imwrite(str(photo), cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA))
+    return prepare(photo, package)
 
 
 def recording_figures(path: Path) -> dict:
@@ -148,8 +169,11 @@ def run_webrtc_bench(out: Path, seconds: float = 10.0, preset: str = "low", widt
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
         recording = (keep or tmp) / "webrtc-recording.webm"
-        with ServerProcess(workers=2, max_sessions=2) as server:
-            page = record_page(server.http, wav, seconds, recording, tmp / "profile", preset, width)
+        avatars = tmp / "avatars"
+        small_portrait(avatars / SMALL_AVATAR, tmp / "portrait.png")
+        with ServerProcess(workers=2, max_sessions=2, avatars_dir=str(avatars)) as server:
+            page = record_page(server.http, wav, seconds, recording, tmp / "profile", preset, width,
+                               avatar=SMALL_AVATAR)
         figures = recording_figures(recording)
     results = {"machine": machine_info(), "load_average": {"before": load_before,
                                                           "after": [round(x, 2) for x in os.getloadavg()]}, "preset": preset, "width": width,
@@ -159,6 +183,11 @@ def run_webrtc_bench(out: Path, seconds: float = 10.0, preset: str = "low", widt
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _difference(stats: dict, key: str) -> float | None:
+    video, audio = stats.get("video", {}).get(key), stats.get("audio", {}).get(key)
+    return None if video is None or audio is None else round(video - audio, 1)
 
 
 def _plain(metrics) -> dict:

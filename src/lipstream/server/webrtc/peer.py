@@ -157,9 +157,9 @@ class WebRtcPeer:
             if isinstance(event, FrameOut):
                 if self.playout is not None:
                     underruns = self.playout.underruns
-                    self.playout.place(event)
-                    self.state.metrics.underruns.inc(self.playout.underruns - underruns)
-                    self.video.ready.set()
+                    if self.playout.place(event) is not None:
+                        self.state.metrics.underruns.inc(self.playout.underruns - underruns)
+                        self.video.ready.set()
             elif isinstance(event, Status):
                 if event.event == "fallback":
                     d = event.detail

@@ -2,7 +2,11 @@
 clock that both outgoing tracks read, so the browser plays voice and face in sync by itself.
 
 Time here is output ticks at OUT_RATE_HZ (48 kHz, Opus' rate), counted from `start_s` (session
-clock seconds): tick t is due to be sent at start_s + t / OUT_RATE_HZ. The audio track sends
+clock seconds): tick t is due to be sent at start_s + t / OUT_RATE_HZ. The timeline starts
+(`begin`) when a track first asks for media, i.e. once the peer is connected: started earlier,
+the tracks would send the time spent connecting in one burst, which the browser's audio jitter
+buffer keeps as extra delay for seconds (audio behind the face); frames made before it are
+dropped (they are idle ones: the client's audio flows only once connected). The audio track sends
 packet n (ticks [n*960, (n+1)*960)) when it is due, silence where nothing was placed; the video
 track sends each frame when its tick is due, with pts = tick * 90000 / 48000. Both are paced from
 the same start, so the RTCP sender reports of the two streams agree and the browser lines them up.
@@ -53,13 +57,18 @@ class Playout:
     def __init__(self, now: Callable[[], float], margin_s: float):
         self.now = now
         self.margin = round(margin_s * OUT_RATE_HZ)
-        self.start_s = now()
+        self.start_s: float | None = None
         self.cursor = 0  # the first tick after everything placed
         self.audio_sent = 0  # ticks the audio track has taken
         self.underruns = 0
         self._next_pts: int | None = None  # the session pts that continues the current run
         self._audio: deque[tuple[int, np.ndarray]] = deque()  # (first tick, mono int16), in order
         self.video: deque[Placed] = deque()
+
+    def begin(self) -> None:
+        """Start the timeline now (the first call only)."""
+        if self.start_s is None:
+            self.start_s = self.now()
 
     def playhead(self) -> int:
         """The tick due now."""
@@ -69,8 +78,11 @@ class Playout:
         """When `tick` is due (session clock s)."""
         return self.start_s + tick / OUT_RATE_HZ
 
-    def place(self, frame: FrameOut) -> Placed:
-        """Put a frame (with its audio: PCM16 mono at OUT_RATE_HZ, or none) on the timeline."""
+    def place(self, frame: FrameOut) -> Placed | None:
+        """Put a frame (with its audio: PCM16 mono at OUT_RATE_HZ, or none) on the timeline;
+        None (dropped) before `begin`."""
+        if self.start_s is None:
+            return None
         if frame.audio and (frame.sample_rate, frame.channels) != (OUT_RATE_HZ, 1):
             raise ValueError(f"frame audio must be mono at {OUT_RATE_HZ} Hz, not {frame.channels} "
                              f"channel(s) at {frame.sample_rate} Hz")

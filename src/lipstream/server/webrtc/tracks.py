@@ -37,6 +37,7 @@ class VoiceTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         p = self.playout
+        p.begin()
         await _sleep_until(p.due_s(p.audio_sent), p.now)
         tick, samples = p.take_audio()
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(samples))
@@ -71,6 +72,7 @@ class AvatarTrack(MediaStreamTrack):
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
+            self.playout.begin()
             placed = await self._next()
             await _sleep_until(self.playout.due_s(placed.tick), self.playout.now)
             period = OUT_RATE_HZ / self.rung.fps
