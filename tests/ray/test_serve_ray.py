@@ -23,7 +23,8 @@ import pytest
 websockets = pytest.importorskip("websockets")
 
 from ray_local import local_ray  # noqa: F401 (the fixture)
-from lipstream.server.ray_serve import GOING_AWAY_S, REPLICA_HEADER, bind_application, lipstream_deployment  # noqa: E402
+from lipstream.server.ray_front import GOING_AWAY_S, REPLICA_HEADER  # noqa: E402
+from lipstream.server.ray_serve import bind_application, lipstream_deployment  # noqa: E402
 from lipstream.server.state import ServerSettings  # noqa: E402
 
 START_TIMEOUT_S = 240
