@@ -166,7 +166,10 @@ class ReplicaFront:
         connections = list(self.app.state.lipstream.sessions.values())
         log.info("replica draining: %d sessions told to reconnect within %g s", len(connections), GOING_AWAY_S)
         for connection in connections:
-            connection.go_away(GOING_AWAY_S)
+            if hasattr(connection, "go_away"):  # a WebSocket session
+                connection.go_away(GOING_AWAY_S)
+            else:  # a WebRTC peer has no message to give: it is closed as late as the others
+                asyncio.get_running_loop().call_later(GOING_AWAY_S, asyncio.ensure_future, connection.close())
         for task in self.tasks[1:]:
             task.cancel()
         if self.hub is not None:
