@@ -210,7 +210,7 @@ class Connection:
         elif isinstance(message, p.Flush):
             self.handle.flush()
         elif isinstance(message, p.Switch):
-            self.handle.switch(message.renderer, message.driver)
+            self.handle.switch(message.renderer, message.driver, message.avatar)
         elif isinstance(message, p.End):
             await self._end()
 

@@ -115,10 +115,11 @@ class Flush:
 
 @dataclass
 class Switch:
-    """Change renderer and/or driver mid-session."""
+    """Change renderer, driver and/or avatar mid-session (from the next frame on)."""
 
     renderer: str | None = None
     driver: str | None = None
+    avatar: str | None = None
 
 
 @dataclass
@@ -213,9 +214,10 @@ def _parse_lipsync_audio(obj: dict, defaults: AudioFormat) -> Audio:
 
 
 def _parse_switch(obj: dict, defaults: AudioFormat) -> Switch:
-    switch = Switch(_name(obj, "renderer"), _name(obj, "driver"))
-    if not (switch.renderer or switch.driver):
-        raise ProtocolError(BAD_MESSAGE, "switch needs a \"renderer\" or a \"driver\" to change to")
+    switch = Switch(_name(obj, "renderer"), _name(obj, "driver"),
+                    _avatar(obj["avatar"]) if obj.get("avatar") is not None else None)
+    if not (switch.renderer or switch.driver or switch.avatar):
+        raise ProtocolError(BAD_MESSAGE, "switch needs a \"renderer\", a \"driver\" or an \"avatar\" to change to")
     return switch
 
 

@@ -108,9 +108,8 @@ class Session:
                                       now=self.clock.now, **timing)
         if profiles is None:
             profiles = machine_profiles() if live else []
-        self.chain = RenderChain(avatar, renderer or (p.renderer if live else "auto"), 1.0 / self.fps,
-                                 self.driver_name, profiles, still=still, options=renderer_options,
-                                 now=self.clock.now)
+        self._chain_args = (renderer or (p.renderer if live else "auto"), profiles, still, renderer_options)
+        self.chain = self._new_chain(avatar)
         if live:  # first-call costs (the renderer's buffers, the driver's models) now, not on a turn's first frame
             self.chain.renderer.render_frame(0, np.zeros(4, np.float32))
             self.driver.driver.drive(_warm_up_speech())
@@ -225,17 +224,35 @@ class Session:
             self._ended = self._closed = True
             self._notify()
 
-    def switch(self, renderer: str | None = None, driver: str | None = None) -> None:
-        """Change renderer and/or driver from the next frame on (NotSupportedError if unusable)."""
+    def switch(self, renderer: str | None = None, driver: str | None = None,
+               avatar: AvatarPackage | None = None) -> None:
+        """Change renderer, driver and/or avatar from the next frame on (NotSupportedError if
+        unusable). A new avatar gets a chain of its own (the renderer named, else the one the
+        session asked for at its start), built and warmed before it replaces the old one: the
+        frames go on on the clock at the session's size."""
+        chain = None
+        if avatar is not None:
+            chain = self._new_chain(avatar, renderer)
+            chain.renderer.render_frame(0, np.zeros(4, np.float32))
         with self._lock:
             if driver:
                 self.driver.set_driver(get_driver(driver, self.fps))
                 self.driver_name = driver
-            if renderer:
+            if chain is not None:
+                self.chain = chain
+            elif renderer:
                 self.chain.switch(renderer)
             self._changes_seen = len(self.chain.changes)
-            self._out.append(Notice("switched", {"renderer": self.chain.name, "driver": self.driver_name}))
+            detail = {"renderer": self.chain.name, "driver": self.driver_name}
+            if chain is not None:
+                detail["avatar"] = avatar.name
+            self._out.append(Notice("switched", detail))
             self._notify()
+
+    def _new_chain(self, avatar: AvatarPackage, renderer: str | None = None) -> RenderChain:
+        asked, profiles, still, options = self._chain_args
+        return RenderChain(avatar, renderer or asked, 1.0 / self.fps, self.driver_name, profiles, still=still,
+                           options=None if renderer else options, now=self.clock.now)
 
     # -- frames out -----------------------------------------------------------------------------
 

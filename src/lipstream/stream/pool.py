@@ -88,8 +88,8 @@ class SessionHandle:
     def flush(self) -> None:
         self._command(("flush", self.session_id))
 
-    def switch(self, renderer: str | None, driver: str | None) -> None:
-        self._command(("switch", self.session_id, renderer, driver))
+    def switch(self, renderer: str | None, driver: str | None, avatar: str | None = None) -> None:
+        self._command(("switch", self.session_id, renderer, driver, avatar))
 
     def request_keyframe(self) -> None:
         self._command(("keyframe", self.session_id))
@@ -406,7 +406,7 @@ class _Host:
             elif kind == "flush":  # "flushed" tells the server every frame of the turn is out
                 self._send_events(session_id, self._call(session_id, "flush") + [Status("flushed", {})])
             elif kind == "switch":
-                self._send_events(session_id, self._call(session_id, "switch", args[1], args[2], fatal=False))
+                self._send_events(session_id, self._switch(session_id, *args[1:]))
             elif kind == "keyframe":
                 self._call(session_id, "request_keyframe")
             elif kind == "close":
@@ -437,6 +437,15 @@ class _Host:
             return
         self.sessions[session_id] = pipeline
         self.conn.send(("opened", session_id, pipeline.info()))
+
+    def _switch(self, session_id: str, renderer: str | None, driver: str | None, avatar: str | None) -> list:
+        """A switch; an avatar is loaded here first (from the store: held ones at once), and one
+        that can't be is refused with the session going on."""
+        try:
+            package = self._avatar(avatar) if avatar else None
+        except LipstreamError as exc:
+            return [Failure.from_exception(exc, False)]
+        return self._call(session_id, "switch", renderer, driver, package, fatal=False)
 
     def _avatar(self, name: str):
         """The avatar package, from the store (loaded again if it was prepared anew)."""

@@ -101,9 +101,12 @@ class SessionPipeline:
         self.session.flush()
         return self.process()
 
-    def switch(self, renderer: str | None = None, driver: str | None = None) -> list[Event]:
-        """Change renderer and/or driver from the next frame on."""
-        self.session.switch(renderer, driver)
+    def switch(self, renderer: str | None = None, driver: str | None = None,
+               avatar: AvatarPackage | None = None) -> list[Event]:
+        """Change renderer, driver and/or avatar from the next frame on."""
+        self.session.switch(renderer, driver, avatar)
+        if avatar is not None:
+            self.config.avatar = avatar.name
         return self.process()
 
     def request_keyframe(self) -> None:
