@@ -19,6 +19,16 @@ from lipstream.store.memory import package_bytes
 from store.packages import make_package
 
 
+@pytest.mark.parametrize("schema, said", [(SCHEMA_VERSION + 1, "a newer version of lipstream .*; upgrade lipstream"),
+                                           (SCHEMA_VERSION - 1, "an older version of lipstream .*; run lipstream "
+                                                                "prepare on its source again")])
+def test_a_package_of_another_version_is_refused_saying_which_and_what_to_do(tmp_path, schema, said):
+    path = make_package(tmp_path / "other", 1, schema=schema)
+    with pytest.raises(BadAvatarError, match=rf"{said}") as refused:
+        AvatarStore(cache_mib=64).get(str(path))
+    assert f"package schema {schema}, this version reads {SCHEMA_VERSION}" in str(refused.value)
+
+
 def test_local_package_is_held_and_evicted_least_recently_used(tmp_path):
     packages = [make_package(tmp_path / f"a{i}", i) for i in range(3)]
     cost = package_bytes(AvatarStore(cache_mib=64).get(str(packages[0])))
@@ -93,7 +103,7 @@ def test_s3_package_of_another_version_is_refused_before_download(s3, tmp_path):
     manifest = json.loads(fs.cat_file("avatars/old/manifest.json"))
     fs.pipe_file("avatars/old/manifest.json", json.dumps({**manifest, "schema": SCHEMA_VERSION + 1}).encode())
     store = AvatarStore(cache_mib=16, disk_dir=tmp_path / "node", storage_options=s3)
-    with pytest.raises(BadAvatarError, match=rf"another version of lipstream \(package schema {SCHEMA_VERSION + 1}"):
+    with pytest.raises(BadAvatarError, match=rf"a newer version of lipstream \(package schema {SCHEMA_VERSION + 1}.*upgrade"):
         store.get("s3://avatars/old")
     assert not (store.disk.root / "packages").exists() or downloads(store) == []
 

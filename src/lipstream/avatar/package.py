@@ -138,11 +138,13 @@ def parse_manifest(data: bytes, where: str) -> dict:
     if not isinstance(manifest, dict) or "schema" not in manifest:
         raise BadAvatarError(f"avatar {where} is corrupt: {MANIFEST} has no schema version; prepare it again")
     if manifest["schema"] != SCHEMA_VERSION:
-        age = "an older" if isinstance(manifest["schema"], int) and manifest["schema"] < SCHEMA_VERSION else "another"
-        raise BadAvatarError(
-            f"avatar {where} was made by {age} version of lipstream (package schema {manifest['schema']}, "
-            f"this version reads {SCHEMA_VERSION}); run lipstream prepare on its source again"
-        )
+        schema = manifest["schema"]
+        newer = isinstance(schema, int) and schema > SCHEMA_VERSION
+        age = "a newer" if newer else "an older" if isinstance(schema, int) and schema < SCHEMA_VERSION else "another"
+        fix = "upgrade lipstream, or run lipstream prepare on its source with this one" if newer else \
+            "run lipstream prepare on its source again"
+        raise BadAvatarError(f"avatar {where} was made by {age} version of lipstream (package schema {schema}, "
+                             f"this version reads {SCHEMA_VERSION}); {fix}")
     missing = [k for k in ("kind", "fps", "width", "height", "frame_count") if k not in manifest]
     if missing:
         raise BadAvatarError(f"avatar {where} is corrupt: {MANIFEST} lacks {', '.join(missing)}; prepare it again")
