@@ -42,15 +42,17 @@ def serve_app(local_ray, tmp_path_factory):
     serve.run(bind_application(deployment), name="lipstream", route_prefix="/", blocking=False)
     http = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
+    replicas = set()
+    while len(replicas) < 2:  # both replicas up: each answer names its replica
         try:
-            if httpx.get(f"{http}/health", timeout=2).status_code == 200:
-                break
+            answer = httpx.get(f"{http}/health", timeout=2)
+            if answer.status_code == 200:
+                replicas.add(answer.headers[REPLICA_HEADER.decode()])
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            pytest.fail("the Serve application did not start")
-        time.sleep(0.5)
+            pytest.fail(f"the Serve application did not start both replicas ({replicas})")
+        time.sleep(0.2)
     yield SimpleNamespace(url=f"ws://127.0.0.1:{port}/ws", deployment=deployment)
     serve.shutdown()
 

@@ -8,7 +8,8 @@ released) and the measured round of `seconds`. Per client: its replica (the hand
 x-lipstream-replica header), frames expected and received, the received frame rate, whether
 every frame's audioTimestamp is its index x 40 ms, and `lipstream eval`'s A/V offset of the
 received frames muxed with the audio it sent. While the four stream, a 5th client must get
-SESSION_LIMIT: the time from its first message to the error. Then the cost of a replica:
+SESSION_LIMIT: the time from its first message to the error. The rounds start once /health
+has answered from every replica. Then the cost of a replica:
 memory of the whole process tree (PSS: Ray's processes and the replicas' workers) against a
 plain `lipstream serve`, and a WebSocket ping's round trip through the Serve proxy against the
 plain server's.
@@ -61,19 +62,25 @@ class RayServeProcess:
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.http = f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self) -> float:
-        """Seconds from the command's start to its first healthy /health answer."""
+    def wait_ready(self) -> tuple[float, float]:
+        """Seconds from the command's start to its first healthy /health answer, and to answers
+        from every replica (the router spreads requests: each answer names its replica)."""
         import httpx
 
         deadline = self.started + START_TIMEOUT_S
+        first, seen = None, set()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"`lipstream serve --ray` exited with code {self.process.returncode}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.http}/health", timeout=2).status_code == 200:
-                    return time.monotonic() - self.started
-            time.sleep(0.5)
-        raise RuntimeError("`lipstream serve --ray` did not start")
+                answer = httpx.get(f"{self.http}/health", timeout=2)
+                if answer.status_code == 200:
+                    first = first or time.monotonic() - self.started
+                    seen.add(answer.headers.get(REPLICA_HEADER))
+                    if len(seen) == REPLICAS:
+                        return first, time.monotonic() - self.started
+            time.sleep(0.2)
+        raise RuntimeError("`lipstream serve --ray` did not start all its replicas")
 
     def stop(self) -> None:
         """Ctrl+C (the command shuts its local Ray down), then whatever of Ray's processes is left."""
@@ -203,7 +210,8 @@ def run_ray_serve_bench(out: Path | None = None, seconds: float = 8.0) -> dict:
                      "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     server = RayServeProcess()
     try:
-        results["start_s"] = round(server.wait_ready(), 1)
+        first, every = server.wait_ready()
+        results["start_s"], results["all_replicas_up_s"] = round(first, 1), round(every, 1)
         results["pss_idle_mib"] = tree_pss_mib(server.process.pid)
         results["warm_up"] = asyncio.run(one_round(server.url, WARM_UP_S, fifth=False))
         results["measured"] = asyncio.run(one_round(server.url, seconds, fifth=True))
