@@ -129,10 +129,13 @@ def test_a_worker_sends_each_frame_of_a_block_as_soon_as_it_is_rendered(default_
 
     class Pipe:
         def __init__(self):
-            self.sent = []
+            self.sent, self.waiting = [], False
 
         def send(self, message):
             self.sent.append(message)
+
+        def poll(self, timeout=None):
+            return self.waiting
 
     clock = ManualClock(0.0)
     pipeline = SessionPipeline(SessionConfig(preset="low", width=64, idle_frames=False, silent_frames=True),
@@ -150,3 +153,16 @@ def test_a_worker_sends_each_frame_of_a_block_as_soon_as_it_is_rendered(default_
     assert sum(map(len, frames)) >= 5 and all(len(f) <= 1 for f in frames)
     assert renders == sorted(renders) and len(set(renders)) == len(renders)  # one render per message sent
     assert [acked for *_, acked in pipe.sent] == [0.5] + [0.0] * (len(pipe.sent) - 1)
+    # with commands waiting, the worker sends one frame and takes them first: a turn whose next
+    # chunk is in the pipe must not end (each poll checks for a quiet turn) while it renders the rest
+    pipe.sent.clear()
+    pipe.waiting = True
+    clock.advance(0.5)
+    host._handle_batch([("audio", "s", pcm.tobytes(), fmt, clock.now())])
+    clock.advance(0.4)  # past the chunk's 0.5 s and the 0.25 s grace, counted from when it was taken
+    assert sum(isinstance(e, FrameOut) for _, _, events, _ in pipe.sent for e in events) == 1
+    pipe.waiting = False
+    host._handle_batch([("audio", "s", pcm.tobytes(), fmt, clock.now())])
+    events = [e for _, _, batch, _ in pipe.sent for e in batch]
+    assert sum(isinstance(e, FrameOut) for e in events) >= 20
+    assert not any(getattr(e, "event", None) == "turn_ended" for e in events)

@@ -421,7 +421,9 @@ class _Host:
             if session_id in self.sessions:  # frame by frame: each is sent as soon as it is rendered
                 events += self._call(session_id, "process", 1)
             self.conn.send(("events", session_id, events, acked))
-            while session_id in self.sessions and (more := self._call(session_id, "process", 1)):
+            # the rest until commands wait: each poll also checks for a quiet turn, and one whose
+            # audio came in while this worker rendered must not end (the next batch goes on with it)
+            while session_id in self.sessions and not self.conn.poll(0) and (more := self._call(session_id, "process", 1)):
                 self.conn.send(("events", session_id, more, 0.0))
 
     def _open(self, session_id: str, config) -> None:
