@@ -4,8 +4,11 @@ Runs on a machine with torch, numpy and a CUDA GPU, without lipstream's media li
 
     PYTHONPATH=src python -m lipstream.bench.neural_gpu --sets DIR --out DIR [--steps-full N ...]
 
-For every dataset .npz in DIR it trains the `full` and the `lite` network (several trainings
-share the GPU, `--workers` processes), then on the held-out frames compares each network run
+For every dataset .npz in DIR it trains the `full` and the `lite` network with each head of
+`--heads` (several trainings share the GPU, `--workers` processes), measures each on the
+held-out crops (neural_quality.region_quality over the hidden region, the drawing blended into
+the real crop as the renderer blends it; the warp head's texture at crop resolution here, at
+frame resolution in `lipstream bench neural`), then on the held-out frames compares each network run
 in fp32, fp16 and bf16 (PSNR against the real crops and against fp32, hidden region), and
 times batched inference. It writes `gpu.json` (figures, machine, each training's summary) and
 packs the weights as float16 (full) and float32 (lite) into a few .npz files, for
@@ -26,17 +29,45 @@ import numpy as np
 PACK_BYTES = 14 * 2**20  # one packed weights file stays under this
 
 
-def _train_one(args: tuple[str, str, int, int, str]) -> dict:
-    dataset, arch, steps, batch, out_dir = args
+def _train_one(args: tuple[str, str, str, int, int, str]) -> dict:
+    dataset, arch, head, steps, batch, out_dir = args
     from lipstream.neural.train import TrainConfig, Trainer
 
     start = time.perf_counter()
-    trainer = Trainer(dataset, TrainConfig(arch=arch, steps=steps, batch=batch, eval_every=max(steps // 4, 1),
-                                           checkpoint_every=steps), out_dir)
+    trainer = Trainer(dataset, TrainConfig(arch=arch, head=head, steps=steps, batch=batch,
+                                           eval_every=max(steps // 4, 1), checkpoint_every=steps), out_dir)
     summary = trainer.train()
     summary["wall_seconds_with_loading"] = round(time.perf_counter() - start, 2)
     summary["dataset"] = Path(dataset).stem
+    summary["crop_quality"] = crop_quality(trainer)
     return summary
+
+
+def crop_quality(trainer, batch: int = 32) -> dict:
+    """region_quality of the trained network on the held-out crops (hidden region), its drawing
+    blended into the real crop with the renderer's blend weights."""
+    import torch
+
+    from lipstream.bench.neural_quality import region_quality
+    from lipstream.neural.geometry import CropGeometry
+
+    size = trainer.net_config.size
+    geometry = CropGeometry.from_dict(trainer.meta["geometry"])
+    blend = torch.from_numpy(geometry.blend_mask(size)).to(trainer.device)[None, None]
+    region = geometry.hidden_mask(size) > 127
+    trainer.model.eval()
+    renders, reals = [], []
+    with torch.no_grad():
+        for start in range(trainer.split, len(trainer.crops), batch):
+            idx = torch.arange(start, min(start + batch, len(trainer.crops)), device=trainer.device)
+            x, target = trainer.inputs(idx, augment=False)
+            with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.cuda):
+                pred = trainer.model(x).float()
+            out = blend * pred + (1 - blend) * target
+            to_images = lambda t: (t.clamp(0, 1) * 255 + 0.5).byte().permute(0, 2, 3, 1).cpu().numpy()  # noqa: E731
+            renders += list(to_images(out))
+            reals += list(to_images(target))
+    return region_quality(renders, reals, [region] * len(reals))
 
 
 def _throughput(arch: str, batch: int, dtype, repeats: int = 30) -> float:
@@ -66,14 +97,14 @@ def _throughput(arch: str, batch: int, dtype, repeats: int = 30) -> float:
     return batch / float(np.median(times))
 
 
-def _precision_quality(dataset: str, arch: str, weights: Path) -> dict:
+def _precision_quality(dataset: str, arch: str, head: str, weights: Path) -> dict:
     """Held-out PSNR (hidden region) of fp32 / fp16 / bf16 / fp32-with-fp16-weights, and vs fp32."""
     import torch
 
     from lipstream.neural.model import build_model, load_numpy_state
     from lipstream.neural.train import TrainConfig, Trainer, psnr_hidden
 
-    trainer = Trainer(dataset, TrainConfig(arch=arch, steps=1, device="cuda"))
+    trainer = Trainer(dataset, TrainConfig(arch=arch, head=head, steps=1, device="cuda"))
     state = dict(np.load(weights))
     idx = torch.arange(trainer.split, len(trainer.crops), device="cuda")
     x, target = trainer.inputs(idx, augment=False)
@@ -82,7 +113,7 @@ def _precision_quality(dataset: str, arch: str, weights: Path) -> dict:
         for name, dtype, rounded in (("fp32", torch.float32, False), ("fp16", torch.float16, False),
                                      ("bf16", torch.bfloat16, False), ("fp32_fp16_weights", torch.float32, True)):
             use = {k: (v.astype(np.float16) if rounded and v.dtype == np.float32 else v) for k, v in state.items()}
-            model = load_numpy_state(build_model(arch), use).cuda().eval().to(dtype)
+            model = load_numpy_state(build_model(trainer.net_config), use).cuda().eval().to(dtype)
             outputs[name] = torch.cat([model(x[i:i + 32].to(dtype)).float() for i in range(0, len(x), 32)])
     result = {}
     for name, out in outputs.items():
@@ -118,6 +149,11 @@ def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
     return files
 
 
+def _run_name(arch: str, head: str, heads: list[str]) -> str:
+    """The work folder of (arch, head): the first head's is the arch's own name (packed)."""
+    return arch if head == heads[0] else f"{arch}-{head}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", required=True)
@@ -126,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps-full", type=int, default=2000)
     parser.add_argument("--steps-lite", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--heads", default="", help="comma-separated heads to train (rgb, warp); default: "
+                        "each arch's own. The first is packed.")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N datasets (0 = all)")
     args = parser.parse_args(argv)
@@ -141,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     report: dict = {"machine": machine_info(), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                     "steps": {"full": args.steps_full, "lite": args.steps_lite}, "batch": args.batch,
                     "workers": args.workers}
-    jobs = [(str(s), arch, steps, args.batch, str(work / arch / s.stem))
-            for arch, steps in (("full", args.steps_full), ("lite", args.steps_lite)) for s in sets]
+    heads = [h for h in args.heads.split(",") if h] or [""]
+    jobs = [(str(s), arch, head, steps, args.batch, str(work / _run_name(arch, head, heads) / s.stem))
+            for head in heads for arch, steps in (("full", args.steps_full), ("lite", args.steps_lite)) for s in sets]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         report["trainings"] = []
@@ -163,13 +202,15 @@ def main(argv: list[str] | None = None) -> None:
         for arch in ("full", "lite"):
             weights = work / arch / s.stem / "weights.npz"
             if weights.exists():
-                report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, weights)
+                report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, heads[0], weights)
     report["packed"] = _pack(work, out, ["full", "lite"])
     (out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
-    for t in report["trainings"]:
-        print(f"{t['dataset'][-12:]:>12} {t['arch']['name']:4} frames {t['frames']:3} train {t['train_seconds']:6.1f}s "
-              f"wall {t['wall_seconds_with_loading']:6.1f}s heldout {t.get('heldout_psnr_db', 0):.2f} dB "
-              f"copy-ref {t.get('copy_reference_psnr_db', 0):.2f} dB")
+    for t in sorted(report["trainings"], key=lambda t: (t["arch"]["name"], t["arch"]["head"], t["dataset"])):
+        q = t["crop_quality"]
+        print(f"{t['dataset'][-14:]:>14} {t['arch']['name']:4} {t['arch']['head']:4} n {t['frames']:3} "
+              f"train {t['train_seconds']:5.1f}s wall {t['wall_seconds_with_loading']:5.1f}s "
+              f"psnr {q['psnr_db']:5.2f} ssim {q['ssim']:.3f} sharp {q['sharpness_ratio']:.2f} "
+              f"hf {q['high_frequency_ratio']:.2f} gms {q['gradient_similarity']:.3f} chg {q['change_vs_real']:.2f}")
     print("total wall", report["all_trainings_wall_s"], "files", report["packed"], os.listdir(out))
 
 

@@ -1,7 +1,7 @@
 """ONNX export of a trained network (torch; BatchNorm folded into the convolutions).
 
-The graph takes `input` (B, IN_CHANNELS, S, S) float32 and gives `output` (B, 3, S, S) float32,
-B dynamic. Exported with the TorchScript exporter (dynamo=False, opset 17), which needs no
+The graph takes `input` (B, IN_CHANNELS, S, S) float32 and gives `output` (B, 3, S, S) float32
+(rgb head) or the warp head's parts (B, PARTS_CHANNELS, S, S) (model.UNet.parts), B dynamic. Exported with the TorchScript exporter (dynamo=False, opset 17), which needs no
 onnxscript and writes one self-contained file that onnxruntime's quantisation tools accept.
 """
 
@@ -21,10 +21,10 @@ def export_onnx(weights: dict, arch: dict, path: str | Path) -> Path:
     """Write the network (model.NetConfig dict `arch`, numpy `weights`) to an ONNX file."""
     import torch
 
-    from lipstream.neural.model import NetConfig, build_model, load_numpy_state
+    from lipstream.neural.model import NetConfig, PartsView, build_model, load_numpy_state
 
     config = NetConfig.from_dict(arch)
-    model = load_numpy_state(build_model(config), weights).eval()
+    model = PartsView(load_numpy_state(build_model(config), weights).eval())
     path = Path(path)
     example = torch.rand(1, IN_CHANNELS, config.size, config.size)
     with torch.no_grad(), warnings.catch_warnings():
@@ -36,11 +36,12 @@ def export_onnx(weights: dict, arch: dict, path: str | Path) -> Path:
 
 
 def torch_output(weights: dict, arch: dict, x: np.ndarray) -> np.ndarray:
-    """The PyTorch network's float32 output for input x (B, IN_CHANNELS, S, S) on the CPU."""
+    """The PyTorch network's float32 output (what the ONNX file gives) for input x
+    (B, IN_CHANNELS, S, S) on the CPU."""
     import torch
 
     from lipstream.neural.model import NetConfig, build_model, load_numpy_state
 
     model = load_numpy_state(build_model(NetConfig.from_dict(arch)), weights).eval()
     with torch.no_grad():
-        return model(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+        return model.parts(torch.from_numpy(np.asarray(x, np.float32))).numpy()

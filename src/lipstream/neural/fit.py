@@ -71,7 +71,7 @@ def train_avatar(
     from lipstream.neural.conditioning import Conditioner
     from lipstream.neural.dataset import build_dataset, read_meta
     from lipstream.neural.geometry import CropGeometry
-    from lipstream.neural.store import calibration_inputs, install
+    from lipstream.neural.store import calibration_inputs, install, reference_candidates
 
     check_trainable(avatar)
     if weights is None and importlib.util.find_spec("torch") is None:
@@ -112,9 +112,11 @@ def train_avatar(
             with context:
                 trained = trainer.train(callback)
             state = state_to_numpy(trainer.model)
-        conditioner = Conditioner(avatar, CropGeometry.from_dict(meta["geometry"]), net.size, meta["reference"])
+        references = reference_candidates(arrays["params"], meta["heldout_start"]) if net.head == "warp" else None
+        conditioner = Conditioner(avatar, CropGeometry.from_dict(meta["geometry"]), net.size, meta["reference"],
+                                  references)
         entries[arch] = install(avatar.path, state, net.to_dict(), meta, trained,
-                                calibration_inputs(avatar, conditioner))
+                                calibration_inputs(avatar, conditioner), references=references)
     shutil.rmtree(work_dir, ignore_errors=True)
     return entries
 

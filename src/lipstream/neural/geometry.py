@@ -37,6 +37,8 @@ CHIN_ROOM = 0.25  # and ends this far below the chin (an opening jaw drops the c
 SIDE_REACH = 0.45  # at most this far beyond the mouth corners (eye distances)
 MASK_GROW = 0.04
 MASK_FEATHER = 0.06  # the blend fades in over this width, inside the hidden region
+DETAIL_SIGMA = 1.0  # crop pixels: detail finer than this comes from the moved reference frame
+LIP_GUARD = 0.05  # eye distances around the lips (asked for and the reference's) that take no detail
 LINE_WIDTH = 1.0 / 128  # sketch line thickness, as a share of the crop side
 _SHIFT = 4  # cv2 drawing sub-pixel bits
 
@@ -122,11 +124,18 @@ def _hidden_polygon(crop_lm: np.ndarray) -> np.ndarray:
 
 def crop_frame(frame: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
     """The (S, S, 3) uint8 crop of an RGB frame (H, W, 3) under a frame-to-crop transform (2, 3)."""
+    frame, transform = np.asarray(frame), np.asarray(transform, np.float64)
     scale = float(align.scale_of(transform))
-    if scale < 0.8:  # shrinking: low-pass first so fine texture does not alias
-        frame = cv2.GaussianBlur(np.asarray(frame), (0, 0), 0.5 * np.sqrt(1 / scale**2 - 1))
-    return cv2.warpAffine(np.asarray(frame), np.asarray(transform, np.float64), (size, size),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if scale < 0.8:  # shrinking: low-pass first so fine texture does not alias (only the crop's part)
+        sigma = 0.5 * np.sqrt(1 / scale**2 - 1)
+        x0, y0, x1, y1 = _frame_box(transform, (0, 0, size, size), frame.shape)
+        margin = int(np.ceil(3 * sigma)) + 2
+        x0, y0 = max(int(x0) - margin, 0), max(int(y0) - margin, 0)
+        x1, y1 = min(int(x1) + margin, frame.shape[1]), min(int(y1) + margin, frame.shape[0])
+        frame = cv2.GaussianBlur(frame[y0:y1, x0:x1], (0, 0), sigma)
+        transform = transform.copy()
+        transform[:, 2] += transform[:, :2] @ [x0, y0]
+    return cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def draw_sketch(controls: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
@@ -142,25 +151,101 @@ def draw_sketch(controls: np.ndarray, transform: np.ndarray, size: int) -> np.nd
     return np.stack([lines, inside])
 
 
-def warp_back(crop: np.ndarray, transform: np.ndarray, blend: np.ndarray,
-              frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The crop (S, S, 3) uint8 and its blend weights (S, S) float32 warped back into the frame
-    by the inverse of `transform` (frame -> crop): (patch (h, w, 3) uint8, box (x0, y0, x1, y1)
-    int64 in frame pixels, alpha (h, w, 1) float32), ready for render.compose.paste_region."""
-    size = crop.shape[0]
-    to_frame = align.invert(transform)
-    corners = align.apply(to_frame, np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64))
+def blend_bounds(blend: np.ndarray) -> tuple[int, int, int, int]:
+    """(u0, v0, u1, v1) crop pixels: the box of the blend weights' non-zero part (S, S) float32,
+    one pixel wider each side; only it is warped back and pasted."""
+    ys, xs = np.nonzero(blend > 0)
+    size = blend.shape[0]
+    if not len(xs):
+        return 0, 0, size, size
+    return max(int(xs.min()) - 1, 0), max(int(ys.min()) - 1, 0), min(int(xs.max()) + 2, size), \
+        min(int(ys.max()) + 2, size)
+
+
+def _frame_box(transform: np.ndarray, bounds: tuple[int, int, int, int],
+               frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Box (x0, y0, x1, y1) int64 frame pixels covering the crop's `bounds` under the inverse of
+    `transform` (frame -> crop), clipped to the frame."""
+    u0, v0, u1, v1 = bounds
+    corners = align.apply(align.invert(transform), np.array([[u0, v0], [u1, v0], [u0, v1], [u1, v1]], np.float64))
     height, width = frame_shape[:2]
     x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, [width - 1, height - 1])
-    x1 = int(min(np.ceil(corners[:, 0].max()), width))
-    y1 = int(min(np.ceil(corners[:, 1].max()), height))
-    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-    to_box = to_frame.copy()
-    to_box[:, 2] -= [x0, y0]
-    box_size = (x1 - x0, y1 - y0)
+    x1 = int(min(np.ceil(corners[:, 0].max()) + 1, width))
+    y1 = int(min(np.ceil(corners[:, 1].max()) + 1, height))
+    return np.array([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], np.int64)
+
+
+def warp_back(crop: np.ndarray, transform: np.ndarray, blend: np.ndarray, frame_shape: tuple[int, ...],
+              bounds: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crop (S, S, 3) uint8 and its blend weights (S, S) float32 warped back into the frame
+    by the inverse of `transform` (frame -> crop): (patch (h, w, 3) uint8, box (x0, y0, x1, y1)
+    int64 in frame pixels, alpha (h, w, 1) float32), ready for render.compose.paste_region.
+    `bounds` (blend_bounds) limits the work to the part of the crop that is pasted."""
+    size = crop.shape[0]
+    box = _frame_box(transform, bounds or (0, 0, size, size), frame_shape)
+    to_box = align.invert(transform)
+    to_box[:, 2] -= box[:2]
+    box_size = (int(box[2] - box[0]), int(box[3] - box[1]))
     patch = cv2.warpAffine(crop, to_box, box_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(blend, to_box, box_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return patch, np.array([x0, y0, x1, y1], np.int64), alpha[..., None]
+    return patch, box, alpha[..., None]
+
+
+def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray, frame_shape: tuple[int, ...],
+                    reference_frame: np.ndarray, reference_transform: np.ndarray,
+                    bounds: tuple[int, int, int, int] | None = None,
+                    detail: np.ndarray | None = None, real_mouth: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The warp head's parts (6, S, S) float32 (colour, flow in crop pixels, mask; model.UNet.parts)
+    made into frame pixels at the FRAME's resolution: each box pixel p takes the reference
+    frame (H, W, 3) uint8 RGB at reference_transform^-1(c + flow(c)), c = transform(p) (bicubic,
+    so the reference's own texture keeps its sharpness), mixed by the mask with the upsampled
+    colour. Where `detail` (S, S) float32 in [0, 1] (detail_weight) is on, the moved reference's
+    fine texture (finer than DETAIL_SIGMA crop pixels: skin grain, stubble) is added where the
+    colour was taken, so skin stays as sharp as the footage; `real_mouth`: off the skin (the lips
+    and the mouth opening) all pixels come from the moved reference (real lips and teeth, but
+    a real mouth that is only like the one asked for). Returns (patch, box, alpha) as warp_back."""
+    size = parts.shape[-1]
+    box = _frame_box(transform, bounds or (0, 0, size, size), frame_shape)
+    xs = np.arange(box[0], box[2], dtype=np.float32)
+    ys = np.arange(box[1], box[3], dtype=np.float32)
+    t = np.asarray(transform, np.float32)
+    map_u = t[0, 0] * xs[None, :] + t[0, 1] * ys[:, None] + t[0, 2]  # crop pixels of each box pixel
+    map_v = t[1, 0] * xs[None, :] + t[1, 1] * ys[:, None] + t[1, 2]
+    maps = cv2.convertMaps(map_u, map_v, cv2.CV_16SC2)
+    sample = lambda image, border=cv2.BORDER_REPLICATE: cv2.remap(  # noqa: E731
+        np.ascontiguousarray(image), *maps, cv2.INTER_LINEAR, borderMode=border)
+    flow = sample(parts[3:5].transpose(1, 2, 0).astype(np.float32))
+    r = align.invert(reference_transform).astype(np.float32)
+    src_u, src_v = map_u + flow[..., 0], map_v + flow[..., 1]
+    src_x = r[0, 0] * src_u + r[0, 1] * src_v + r[0, 2]
+    src_y = r[1, 0] * src_u + r[1, 1] * src_v + r[1, 2]
+    moved = cv2.remap(np.asarray(reference_frame), src_x, src_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    colour = sample(np.clip(parts[:3].transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    mask = sample(np.ascontiguousarray(parts[5], np.float32))
+    alpha = sample(np.asarray(blend, np.float32), cv2.BORDER_CONSTANT)
+    if detail is None:
+        return cv2.blendLinear(moved, colour, mask, 1.0 - mask), box, alpha[..., None]
+    sigma = DETAIL_SIGMA / float(align.scale_of(transform))
+    fine = moved.astype(np.float32) - cv2.GaussianBlur(moved, (0, 0), sigma).astype(np.float32)
+    skin = sample(np.asarray(detail, np.float32), cv2.BORDER_CONSTANT)
+    if real_mouth:  # the lips and mouth all from the moved reference frame, as the bank renderer does
+        mask = np.maximum(mask, 1.0 - skin)
+    weight = (skin * (1.0 - mask))[..., None]
+    patch = mask[..., None] * moved + (1.0 - mask[..., None]) * colour + weight * fine
+    return np.clip(patch + 0.5, 0, 255).astype(np.uint8), box, alpha[..., None]
+
+
+def detail_weight(lips: list[np.ndarray], size: int) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: 1 where fine texture may be added, 0 on and LIP_GUARD around the
+    lips, each (61, 2) control points in crop pixels (lip_model.CONTROLS order), soft-edged."""
+    zone = np.zeros((size, size), np.uint8)
+    for points in lips:
+        fixed = np.round(np.asarray(points, np.float64) * (1 << _SHIFT)).astype(np.int32)
+        cv2.fillPoly(zone, [np.vstack([fixed[_OUTER_UPPER], fixed[_OUTER_LOWER][::-1]])], 255, cv2.LINE_AA, _SHIFT)
+    guard = max(int(round(LIP_GUARD / CROP_SIDE * size)), 1)
+    zone = cv2.dilate(zone, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * guard + 1,) * 2))
+    zone = cv2.GaussianBlur(zone.astype(np.float32) / 255.0, (0, 0), guard / 2)
+    return 1.0 - np.clip(zone, 0, 1)
 
 
 def hidden_region_pixels(geometry: CropGeometry, transform: np.ndarray, size: int,

@@ -8,7 +8,8 @@ Input (B, IN_CHANNELS, S, S) float32 in [0, 1], channel order:
     7    the lip sketch's inside of the mouth opening
     8    the hidden mask (1 = hidden)
 
-Output (B, 3, S, S) float32 in [0, 1]: the crop's RGB; only its hidden region is used.
+Output (B, 3, S, S) float32 in [0, 1]: the crop's RGB; only its hidden region is used. A
+network with the warp head outputs PARTS_CHANNELS instead (model.py): colour, flow, mask.
 Images come in as uint8 and are divided by 255 here, so training and rendering scale alike.
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 IN_CHANNELS = 9
 OUT_CHANNELS = 3
+PARTS_CHANNELS = 6  # warp head: colour (3), flow (2, crop pixels), mask (1)
+REFERENCE = slice(3, 6)  # the reference crop's channels in the input
 HIDE_THRESHOLD = 0.5  # a pixel is zeroed in the input where the soft hidden mask exceeds this
 
 

@@ -67,7 +67,8 @@ def default_choice(avatar) -> tuple[str, str]:
 
 @dataclass
 class NeuralModel:
-    """A loaded variant: `run(x)` maps (B, C, S, S) float32 inputs to (B, 3, S, S) float32 outputs."""
+    """A loaded variant: `run(x)` maps (B, C, S, S) float32 inputs to (B, 3, S, S) float32 outputs
+    (rgb head) or (B, PARTS_CHANNELS, S, S) parts (warp head, model.UNet.parts)."""
 
     arch: str
     variant: str
@@ -137,11 +138,11 @@ def _torch_runner(path: Path, arch: dict, variant: str):
                                 "(use fp32 or int8-static)")
     import torch
 
-    from lipstream.neural.model import NetConfig, build_model, load_numpy_state
+    from lipstream.neural.model import NetConfig, PartsView, build_model, load_numpy_state
 
     dtype = torch.float16 if variant == "fp16" else torch.bfloat16
     weights = dict(np.load(path, allow_pickle=False))
-    model = load_numpy_state(build_model(NetConfig.from_dict(arch)), weights).eval().cuda()
+    model = PartsView(load_numpy_state(build_model(NetConfig.from_dict(arch)), weights)).eval().cuda()
     model = model.to(memory_format=torch.channels_last).to(dtype)
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@
           "arch": {"name": "lite", "size": 128, "widths": [...]},
           "geometry": {...geometry.CropGeometry.to_dict()},
           "reference": 47,                  # the reference frame (index into frames.npy)
+          "references": {"frames": [...], "params": [[...]]},   # warp head: the training frames it
+                                            # may move and their mouth parameters (references.py)
           "trained": {...},                 # held-out PSNR, copy-reference PSNR, steps, seconds, device
           "files": {"weights": {"path": "models/neural-lite/weights.npz", "bytes": 1059000, "sha256": "..."},
                     "fp32": {...}, "int8-static": {...}, "int8-dynamic": {...}}
@@ -35,11 +37,13 @@ TRAINED_KEYS = ("heldout_psnr_db", "copy_reference_psnr_db", "steps", "train_sec
 
 
 def install(package_path: str | Path, weights: dict, arch: dict, dataset_meta: dict, trained: dict,
-            calibration: list[np.ndarray] | None = None, variants=("fp32", "int8-static", "int8-dynamic")) -> dict:
+            calibration: list[np.ndarray] | None = None, variants=("fp32", "int8-static", "int8-dynamic"),
+            references: dict | None = None) -> dict:
     """Export, quantise and store one trained network in the package; returns its manifest entry.
 
     weights: numpy state (model.state_to_numpy); arch: model.NetConfig dict; dataset_meta: the
-    dataset's meta (geometry, reference); calibration: inputs (1, C, S, S) float32 for static INT8.
+    dataset's meta (geometry, reference); calibration: inputs (1, C, S, S) float32 for static INT8;
+    references: the warp head's candidate frames (reference_candidates).
     """
     from lipstream.neural.export import export_onnx
     from lipstream.neural.variants import quantize_dynamic_int8, quantize_static_int8
@@ -71,6 +75,7 @@ def install(package_path: str | Path, weights: dict, arch: dict, dataset_meta: d
             "arch": arch,
             "geometry": dataset_meta["geometry"],
             "reference": int(dataset_meta["reference"]),
+            **({"references": references} if references else {}),
             "trained": {k: trained[k] for k in TRAINED_KEYS if k in trained},
             "files": {name: {"path": f"{folder}/{file}", "bytes": (work / file).stat().st_size,
                              "sha256": file_sha256(work / file)} for name, file in files.items()},
@@ -88,6 +93,12 @@ def install(package_path: str | Path, weights: dict, arch: dict, dataset_meta: d
     manifest["models"] = models
     write_manifest(package_path, manifest)
     return entry
+
+
+def reference_candidates(params: np.ndarray, split: int) -> dict:
+    """The warp head's candidate reference frames: every training frame (0..split-1) and its
+    mouth parameters (params (N, 4), the dataset's), for the manifest."""
+    return {"frames": list(range(split)), "params": np.round(np.asarray(params[:split], np.float64), 4).tolist()}
 
 
 def calibration_inputs(package, conditioner, count: int = 48) -> list[np.ndarray]:

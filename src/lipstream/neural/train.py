@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from lipstream.errors import NotSupportedError
 from lipstream.neural.dataset import load_dataset
 from lipstream.neural.layout import HIDE_THRESHOLD, network_input
 from lipstream.neural.model import CONFIGS, build_model, parameter_count, state_to_numpy
+from lipstream.neural.references import training_references
 
 HIDDEN_WEIGHT = 4.0
 SHIFT_SHARE = 0.03  # random translation, share of the crop side
@@ -54,6 +55,7 @@ class TrainConfig:
     """What to train and how; `steps` x `batch` crops are seen in all."""
 
     arch: str = "full"
+    head: str = ""  # "" = the arch's own (model.CONFIGS); "rgb" or "warp" to override it
     steps: int = 2000
     batch: int = 32
     lr: float = 2e-3
@@ -85,6 +87,8 @@ class Trainer:
         self.config = config
         self.device = pick_device(config.device)
         self.net_config = CONFIGS[config.arch]
+        if config.head:
+            self.net_config = replace(self.net_config, head=config.head)
         size = self.net_config.size
         data = load_dataset(dataset, size)
         self.meta = data["meta"]
@@ -97,6 +101,10 @@ class Trainer:
         self.hide = (hidden > HIDE_THRESHOLD * 255).float()
         self.weight = 1.0 + HIDDEN_WEIGHT * hidden / 255.0
         self.reference = self.crops[int(self.meta["reference"])][None].float()
+        self.references = None  # warp head: per frame, the training frames it may move (references.py)
+        if self.net_config.head == "warp":
+            table = training_references(np.asarray(data["params"]), self.split)
+            self.references = torch.from_numpy(table).to(dev)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.model = build_model(self.net_config).to(dev)
@@ -120,7 +128,12 @@ class Trainer:
         """(network input, target) for frame indices idx, float32 on the device."""
         crops = self.crops[idx].float()
         sketch = self.sketch[idx].float()
-        reference = self.reference.expand(len(idx), -1, -1, -1)
+        if self.references is None:
+            reference = self.reference.expand(len(idx), -1, -1, -1)
+        else:  # training: one of the nearest mouths; measuring: the nearest
+            column = (torch.randint(0, self.references.shape[1], (len(idx),), generator=self.generator).to(self.device)
+                      if augment else torch.zeros_like(idx))
+            reference = self.crops[self.references[idx, column]].float()
         if augment:
             crops, sketch, reference = self._augment(crops, sketch, reference)
         x = network_input(crops, reference, sketch, self.hidden.expand(len(idx), -1, -1, -1), torch.cat)
@@ -192,7 +205,7 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
                 pred = self.model(x.contiguous(memory_format=torch.channels_last) if self.cuda else x)
             model_db.append(psnr_hidden(pred, target, self.hide))
-            copy_db.append(psnr_hidden(self.reference.expand_as(target) / 255.0, target, self.hide))
+            copy_db.append(psnr_hidden(x[:, 3:6], target, self.hide))
         return {"heldout_psnr_db": float(torch.cat(model_db).mean()),
                 "copy_reference_psnr_db": float(torch.cat(copy_db).mean())}
 

@@ -3,9 +3,14 @@
 Per output frame: the base frame (the footage looped back and forth, idle.IdleMotion); the lip
 model of that frame's face turns the mouth parameters into a lip and jaw shape, drawn as a
 sketch in the aligned crop (lipstream.neural.conditioning); the network draws the hidden lower
-face from the masked crop, the sketch and the reference crop; the drawing is warped back and
-blended with a feathered mask that fades out inside the hidden region, where the network saw
+face from the masked crop, the sketch and a reference crop (with the warp head: the training
+frame whose mouth is most like the one asked for, whose real pixels it moves at the frame's full
+resolution); the drawing is warped back and blended with a feathered mask that fades out inside the hidden region, where the network saw
 the real frame around it, so there is no seam. `render(track)` runs the network in batches.
+
+Mouth (warp head): `mouth="drawn"` (default) takes lips and teeth from the network's drawing
+(closest to the true mouth, softer), `mouth="real"` from the moved reference frame (real lips
+and teeth, as sharp as the footage, but a mouth only like the one asked for): see docs/neural.md.
 
 Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU, else the lite one in
 static INT8 (real time on a CPU); any (arch, variant) the package holds can be asked for
@@ -32,7 +37,8 @@ BATCH = 16
 class NeuralRenderer(Renderer):
     name = "neural"
 
-    def __init__(self, avatar, *, arch: str = "auto", variant: str = "auto", threads: int | None = None, **options):
+    def __init__(self, avatar, *, arch: str = "auto", variant: str = "auto", threads: int | None = None,
+                 mouth: str = "drawn", **options):
         super().__init__(avatar, **options)
         from lipstream.neural.conditioning import Conditioner
         from lipstream.neural.geometry import CropGeometry
@@ -48,7 +54,7 @@ class NeuralRenderer(Renderer):
         entry = self.model.entry
         self.idle = IdleMotion(avatar, still=self.still, seed=self.seed)
         self.conditioner = Conditioner(avatar, CropGeometry.from_dict(entry["geometry"]), self.model.size,
-                                       int(entry["reference"]))
+                                       int(entry["reference"]), entry.get("references"), mouth)
 
     @property
     def variant(self) -> str:
@@ -57,12 +63,14 @@ class NeuralRenderer(Renderer):
     def render_frame(self, k: int, params: np.ndarray) -> np.ndarray:
         """Frame k (H, W, 3) uint8 RGB with the mouth of params (4,) float32."""
         frame, _, i = self.idle.source(k)
-        x = self.conditioner.network_input(frame, i, params)
-        return self.idle.animate(k, self.composite(frame, i, self.model.run(x[None])[0]))
+        reference = self.conditioner.pick_reference(params)
+        x = self.conditioner.network_input(frame, i, params, reference)
+        return self.idle.animate(k, self.composite(frame, i, self.model.run(x[None])[0], params, reference))
 
-    def composite(self, frame: np.ndarray, i: int, output: np.ndarray) -> np.ndarray:
-        """Source frame i (H, W, 3) uint8 with the network's output (3, S, S) blended in; a new array."""
-        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape))
+    def composite(self, frame: np.ndarray, i: int, output: np.ndarray, params: np.ndarray, reference: int) -> np.ndarray:
+        """Source frame i (H, W, 3) uint8 with the network's output (conditioning.warp_back) for the
+        mouth params (4,) and reference frame blended in; a new array."""
+        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference))
 
     def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
         """Frames first.. of `track`, the network run on BATCH frames at a time."""
@@ -70,8 +78,9 @@ class NeuralRenderer(Renderer):
             rows = range(start, min(start + BATCH, len(track)))
             ks = [first + r for r in rows]
             sources = [self.idle.source(k) for k in ks]
-            x = np.stack([self.conditioner.network_input(frame, i, track.values[r])
-                          for r, (frame, _, i) in zip(rows, sources)])
+            references = [self.conditioner.pick_reference(track.values[r]) for r in rows]
+            x = np.stack([self.conditioner.network_input(frame, i, track.values[r], ref)
+                          for r, (frame, _, i), ref in zip(rows, sources, references)])
             out = self.model.run(x)
-            for k, (frame, _, i), y in zip(ks, sources, out):
-                yield self.idle.animate(k, self.composite(frame, i, y))
+            for r, k, (frame, _, i), y, ref in zip(rows, ks, sources, out, references):
+                yield self.idle.animate(k, self.composite(frame, i, y, track.values[r], ref))
