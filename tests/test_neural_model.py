@@ -300,10 +300,12 @@ def test_warp_head_moves_the_reference_crop_by_its_flow():
     torch = pytest.importorskip("torch")
     from lipstream.neural.model import build_model, compose_parts
 
+    from lipstream.neural.layout import MAX_FLOW
+
     model = build_model("tiny")
     reference = torch.rand(1, 3, TINY, TINY)
-    parts = torch.zeros(1, 6, TINY, TINY)
-    parts[:, 3] = 2.0  # every pixel takes the reference 2 pixels to its right
+    parts = torch.full((1, 6, TINY, TINY), 0.5)  # flow 0.5 = no displacement
+    parts[:, 3] = 0.5 + 0.5 * 2.0 / (MAX_FLOW * TINY)  # every pixel takes the reference 2 pixels to its right
     parts[:, 5] = 1.0  # all from the moved reference
     moved = compose_parts(parts, reference, model.grid)
     torch.testing.assert_close(moved[..., :-2], reference[..., 2:], atol=1e-5, rtol=0)
@@ -319,13 +321,14 @@ def test_warp_parts_take_the_reference_frame_at_full_resolution():
     finer than the crop's pixels (here 4 frame pixels per crop pixel)."""
     from lipstream.bench.neural_quality import laplacian_variance
     from lipstream.neural.geometry import warp_back_parts
+    from lipstream.neural.layout import MAX_FLOW
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     to_crop = np.array([[0.25, 0, 0], [0, 0.25, 0]])  # frame -> 64 px crop
-    parts = np.zeros((6, TINY, TINY), np.float32)
+    parts = np.full((6, TINY, TINY), 0.5, np.float32)
     parts[5] = 1.0
-    parts[3] = 1.0  # one crop pixel = 4 frame pixels to the right
+    parts[3] = 0.5 + 0.5 / (MAX_FLOW * TINY)  # one crop pixel = 4 frame pixels to the right
     blend = np.ones((TINY, TINY), np.float32)
     patch, box, alpha = warp_back_parts(parts, to_crop, blend, frame.shape, frame, to_crop)
     assert tuple(box[:2]) == (0, 0)

@@ -616,14 +616,16 @@ def bench_sync(
 @friendly
 def bench_neural(
     avatars: Annotated[list[Path], typer.Argument(help="Trained video avatar packages (lipstream train).")],
-    sheets: Annotated[Optional[Path], typer.Option(help="Write a contact sheet per avatar into this folder.")] = None,
+    sheets: Annotated[Path, typer.Option(help="Write a sheet (real | bank | neural crops of the same held-out frames) per avatar into this folder.")] = Path("out/neural-sheets"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/neural-cpu.json"),
+    speed_frames: Annotated[int, typer.Option(help="Frames timed per variant on the first avatar (0: no speed figures).")] = 100,
 ) -> None:
-    """Neural renderer on held-out frames (last fifth): quality against bank, frame-to-frame change, CPU speed."""
-    from lipstream.bench.neural import run_neural_bench, write_results
+    """Neural renderer on held-out frames (last fifth): fidelity and sharpness against bank, frame-to-frame change, CPU speed."""
+    from lipstream.bench.neural import SPEED_VARIANTS, run_neural_bench, write_results
 
     with console.status(f"measuring {len(avatars)} trained avatar(s)"):
-        write_results(run_neural_bench(avatars, sheets), out)
+        write_results(run_neural_bench(avatars, sheets, speed_frames,
+                                       speed_variants=SPEED_VARIANTS if speed_frames else []), out)
     console.print(f"[green]wrote[/] {out}")
 
 

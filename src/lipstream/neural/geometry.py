@@ -29,6 +29,7 @@ import numpy as np
 from lipstream.face import align
 from lipstream.face.mouth import MOUTH_CORNERS
 from lipstream.face.region import SUBNASALE
+from lipstream.neural.layout import MAX_FLOW
 
 CROP_SIDE = 2.0  # eye distances
 CROP_TOP = 0.35  # eye distances above the nose base
@@ -195,7 +196,7 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
                     reference_frame: np.ndarray, reference_transform: np.ndarray,
                     bounds: tuple[int, int, int, int] | None = None,
                     detail: np.ndarray | None = None, real_mouth: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The warp head's parts (6, S, S) float32 (colour, flow in crop pixels, mask; model.UNet.parts)
+    """The warp head's parts (6, S, S) float32 (colour, flow, mask, in [0, 1]; model.UNet.parts)
     made into frame pixels at the FRAME's resolution: each box pixel p takes the reference
     frame (H, W, 3) uint8 RGB at reference_transform^-1(c + flow(c)), c = transform(p) (bicubic,
     so the reference's own texture keeps its sharpness), mixed by the mask with the upsampled
@@ -214,7 +215,7 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     maps = cv2.convertMaps(map_u, map_v, cv2.CV_16SC2)
     sample = lambda image, border=cv2.BORDER_REPLICATE: cv2.remap(  # noqa: E731
         np.ascontiguousarray(image), *maps, cv2.INTER_LINEAR, borderMode=border)
-    flow = sample(parts[3:5].transpose(1, 2, 0).astype(np.float32))
+    flow = flow_pixels(sample(parts[3:5].transpose(1, 2, 0).astype(np.float32)), size)
     r = align.invert(reference_transform).astype(np.float32)
     src_u, src_v = map_u + flow[..., 0], map_v + flow[..., 1]
     src_x = r[0, 0] * src_u + r[0, 1] * src_v + r[0, 2]
@@ -233,6 +234,11 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     weight = (skin * (1.0 - mask))[..., None]
     patch = mask[..., None] * moved + (1.0 - mask[..., None]) * colour + weight * fine
     return np.clip(patch + 0.5, 0, 255).astype(np.uint8), box, alpha[..., None]
+
+
+def flow_pixels(flow: np.ndarray, size: int) -> np.ndarray:
+    """The warp head's flow output (0..1, model.UNet.parts) as crop pixels of a crop of `size`."""
+    return (flow * 2.0 - 1.0) * (MAX_FLOW * size)
 
 
 def detail_weight(lips: list[np.ndarray], size: int) -> np.ndarray:

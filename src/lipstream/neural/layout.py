@@ -17,7 +17,8 @@ from __future__ import annotations
 
 IN_CHANNELS = 9
 OUT_CHANNELS = 3
-PARTS_CHANNELS = 6  # warp head: colour (3), flow (2, crop pixels), mask (1)
+PARTS_CHANNELS = 6  # warp head: colour (3), flow (2), mask (1), all in [0, 1] (one INT8 scale fits all)
+MAX_FLOW = 0.25  # the warp head's largest displacement, share of the crop side (flow 0..1 -> -MAX..MAX)
 REFERENCE = slice(3, 6)  # the reference crop's channels in the input
 HIDE_THRESHOLD = 0.5  # a pixel is zeroed in the input where the soft hidden mask exceeds this
 

@@ -30,9 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipstream.neural.layout import IN_CHANNELS, OUT_CHANNELS, PARTS_CHANNELS, REFERENCE
-
-MAX_FLOW = 0.25  # the warp head's largest displacement, share of the crop side
+from lipstream.neural.layout import IN_CHANNELS, MAX_FLOW, OUT_CHANNELS, PARTS_CHANNELS, REFERENCE
 
 
 @dataclass(frozen=True)
@@ -102,13 +100,13 @@ class UNet(nn.Module):
 
     def parts(self, x: torch.Tensor) -> torch.Tensor:
         """What the network outputs (and the ONNX file): rgb head (B, 3, S, S) in [0, 1]; warp
-        head (B, PARTS_CHANNELS, S, S): colour (3) in [0, 1], flow (2: dx, dy in crop pixels,
-        the reference pixel each output pixel takes), mask (1) in [0, 1] (1 = moved reference)."""
+        head (B, PARTS_CHANNELS, S, S), all in [0, 1] so that one INT8 scale serves them: colour
+        (3), flow (2: dx, dy; 0..1 for -MAX_FLOW..MAX_FLOW of the crop side, flow_pixels()), mask
+        (1: 1 = the moved reference)."""
         y = self.features(x)
         if not self.warps:
             return torch.sigmoid(y)
-        flow = torch.tanh(y[:, 3:5]) * (MAX_FLOW * self.config.size)
-        return torch.cat([torch.sigmoid(y[:, :3]), flow, torch.sigmoid(y[:, 5:6])], 1)
+        return torch.sigmoid(torch.cat([y[:, :3], 2 * y[:, 3:5], y[:, 5:6]], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The crop (B, 3, S, S) in [0, 1]."""
@@ -117,10 +115,9 @@ class UNet(nn.Module):
 
 
 def compose_parts(parts: torch.Tensor, reference: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The warp head's crop from its parts (B, 6, S, S) and the reference crop (B, 3, S, S),
+    """The warp head's crop from its parts (B, 6, S, S) (UNet.parts) and the reference crop (B, 3, S, S),
     grid (1, S, S, 2) the crop's own pixel centres in grid_sample coordinates."""
-    size = parts.shape[-1]
-    offset = parts[:, 3:5].permute(0, 2, 3, 1).float() * (2.0 / size)
+    offset = (parts[:, 3:5].permute(0, 2, 3, 1).float() * 2 - 1) * (2 * MAX_FLOW)  # grid units span 2
     moved = F.grid_sample(reference.float(), grid + offset, mode="bilinear", padding_mode="border",
                           align_corners=False)
     mask = parts[:, 5:6].float()
