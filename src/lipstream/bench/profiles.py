@@ -88,8 +88,8 @@ def backends_for(avatar: AvatarPackage) -> list[Backend]:
     return backends
 
 
-def heldout_qualities(avatar: AvatarPackage, backends: list[Backend]) -> dict[str, tuple[float, float]]:
-    """{backend label: (PSNR dB, SSIM)} of the lower face on the held-out last fifth of a trained
+def heldout_qualities(avatar: AvatarPackage, backends: list[Backend]) -> dict[str, tuple[float, float, float]]:
+    """{backend label: (PSNR dB, SSIM, sharpness ratio)} of the lower face on the held-out last fifth of a trained
     video avatar, given each frame's true mouth parameters (lipstream.bench.neural): bank built
     from the other frames, and every CPU neural variant. {} for avatars without a network."""
     variants = [(b.options["arch"], b.options["variant"]) for b in backends if b.renderer == "neural" and b.device == "cpu"]
@@ -98,10 +98,11 @@ def heldout_qualities(avatar: AvatarPackage, backends: list[Backend]) -> dict[st
     from lipstream.bench.neural import heldout_quality
 
     result = heldout_quality(avatar, variants)
-    qualities = {"bank": (result["bank"]["psnr_db"], result["bank"]["ssim"])}
+    pick = lambda m: (m["psnr_db"], m["ssim"], m["sharpness_ratio"])  # noqa: E731
+    qualities = {"bank": pick(result["bank"])}
     for arch, variant in variants:
         measured = result[f"neural {arch}/{variant}"]
-        qualities[f"neural:{arch}/{variant}"] = (measured["psnr_db"], measured["ssim"])
+        qualities[f"neural:{arch}/{variant}"] = pick(measured)
     return qualities
 
 
@@ -182,9 +183,10 @@ def run_profiles(avatar: str = "default", audio: str | Path | None = None, drive
             done += 1
             if progress:
                 progress(done, steps)
-            psnr, ssim = qualities.get(backend.label, (None, None))
+            psnr, ssim, sharpness = qualities.get(backend.label, (None, None, None))
             base = Profile(backend.renderer, DEFAULT_DRIVER, backend.device, backend.precision, backend.variant,
                            model_mib=round(backend.model_bytes / 2**20, 2), quality_psnr_db=psnr, quality_ssim=ssim,
+                           quality_sharpness=sharpness,
                            note=speed.get("error", ""),
                            **{k: speed.get(k) for k in ("fps", "latency_p95_ms", "peak_memory_mib", "gpu_memory_mib")})
             if backend.renderer == "static" or "error" in speed:

@@ -35,7 +35,9 @@ class Profile:
     latency_p95_ms: 95th percentile of one frame's render time (ms).
     peak_memory_mib / gpu_memory_mib: peak resident (CPU) and allocated (GPU) memory (MiB).
     model_mib: size of the model file (0 for renderers without one).
-    quality_psnr_db / quality_ssim: lower face against the real held-out frames of a video avatar.
+    quality_psnr_db / quality_ssim: lower face against the real held-out frames of a video avatar;
+        quality_sharpness: its sharpness ratio there (Laplacian variance, render / real; 1.0 = as
+        sharp as the footage; lipstream.bench.neural_quality).
     sync_offset_ms: `lipstream eval` offset of a rendered clip (SyncNet sign); sync_grade its grade.
     measured_on: the machine the figures come from when not the set's own (merged or GPU rows).
     Every figure is measured on the row's device and machine, or None: never borrowed from
@@ -55,6 +57,7 @@ class Profile:
     model_mib: float = 0.0
     quality_psnr_db: float | None = None
     quality_ssim: float | None = None
+    quality_sharpness: float | None = None
     sync_offset_ms: float | None = None
     sync_grade: str | None = None
     measured_on: str = ""
