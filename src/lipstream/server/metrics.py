@@ -28,6 +28,11 @@ class Metrics:
         self.frames = Counter("lipstream_frames_sent_total", "Frames sent", ["preset", "kind"], registry=r)
         self.dropped = Counter("lipstream_frames_dropped_total", "Frames dropped instead of sent late",
                                ["preset", "reason"], registry=r)
+        self.thinned = Counter("lipstream_frames_thinned_total", "Frames left out to lower the frame rate "
+                               "for a client's slow link", ["preset"], registry=r)
+        self.quality_steps = Counter("lipstream_quality_steps_total", "Output level changes for a client's "
+                                     "link: quality, size or frame rate stepped down or back up",
+                                     ["preset", "direction"], registry=r)
         self.fallbacks = Counter("lipstream_renderer_fallbacks_total", "Sessions moved down the renderer chain",
                                  ["from_renderer", "to_renderer", "reason"], registry=r)
         self.errors = Counter("lipstream_errors_total", "Errors sent to clients", ["code"], registry=r)
