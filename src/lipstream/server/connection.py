@@ -23,11 +23,12 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from starlette.websockets import WebSocket
 
+from lipstream.audio.opus import OPUS_RATE_HZ, OpusDecoder
 from lipstream.errors import LipstreamError
 from lipstream.render.base import renderer_names
 from lipstream.select.history import record_outcome
@@ -141,6 +142,7 @@ class Connection:
         self.meter = (getattr(ws, "scope", None) or {}).get("extensions", {}).get(SEND_METER)
         self.written = 0  # bytes sent, where the server has no SendMeter (then all count as taken)
         self.adaptive: AdaptiveQuality | None = None
+        self.opus: OpusDecoder | None = None  # the session's, once it sends Opus
 
     async def run(self, authorized: bool) -> None:
         await self.ws.accept()
@@ -184,6 +186,8 @@ class Connection:
                     parsed = p.parse_binary(message["bytes"])
                 else:
                     continue
+                if isinstance(parsed, p.Audio) and parsed.fmt.encoding == "opus":
+                    parsed = self._decode_opus(parsed)
                 if not self._within_rate(parsed):
                     return
                 await self._handle(parsed, arrived_s)
@@ -204,6 +208,16 @@ class Connection:
         self._fail(p.RATE_LIMITED, f"more than {CONTROL_BURST:g} control messages at once or "
                                    f"{CONTROL_RATE_PER_S:g} a second; closing", CLOSE_POLICY)
         return False
+
+    def _decode_opus(self, audio: p.Audio) -> p.Audio:
+        """An Opus packet as float32 PCM at 48 kHz, by the connection's one decoder (Opus decoding
+        carries state from packet to packet); BadAudioError for data that isn't Opus."""
+        channels = audio.fmt.channels
+        if self.opus is None or self.opus.channels != channels:
+            self.opus = OpusDecoder(channels)
+        samples = self.opus.decode(audio.data)
+        return replace(audio, data=samples.astype("<f4").tobytes(),
+                                   fmt=AudioFormat(OPUS_RATE_HZ, channels, "f32"))
 
     async def _handle(self, message: p.Message, arrived_s: float) -> None:
         if isinstance(message, p.Start):
