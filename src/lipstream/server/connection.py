@@ -362,6 +362,8 @@ class Connection:
             self.stats.fallbacks += 1
             self.stats.renderer = detail["to_renderer"]
             self.state.metrics.fallbacks.labels(detail["from_renderer"], detail["to_renderer"], detail["reason"]).inc()
+        elif status.event == "render_rate":
+            self.state.metrics.render_rate.labels(self.preset.name, "half" if detail["halfRate"] else "full").inc()
         elif status.event == "switched":
             self.stats.renderer = detail["renderer"]
         elif status.event == "flushed":
@@ -425,6 +427,9 @@ class Connection:
             await self._send(p.frame_json(frame, self.session_id, self.turn_id, self.sequence,
                                           int(time.time() * 1000), self.format))
         self.sequence += 1
+        if frame.interpolated:
+            self.stats.interpolated += 1
+            self.state.metrics.interpolated.labels(self.preset.name).inc()
         if self.adaptive is not None:
             self.adaptive.frame_sent(self.meter.written if self.meter is not None else self.written)
             self._adapt()

@@ -33,6 +33,10 @@ class Metrics:
         self.quality_steps = Counter("lipstream_quality_steps_total", "Output level changes for a client's "
                                      "link: quality, size or frame rate stepped down or back up",
                                      ["preset", "direction"], registry=r)
+        self.interpolated = Counter("lipstream_frames_interpolated_total", "Frames sent blended from their "
+                                    "neighbours while the renderer rendered every other frame", ["preset"], registry=r)
+        self.render_rate = Counter("lipstream_render_rate_changes_total", "Renderers halving their frame rate "
+                                   "(falling behind) or back to full rate", ["preset", "rate"], registry=r)
         self.fallbacks = Counter("lipstream_renderer_fallbacks_total", "Sessions moved down the renderer chain",
                                  ["from_renderer", "to_renderer", "reason"], registry=r)
         self.errors = Counter("lipstream_errors_total", "Errors sent to clients", ["code"], registry=r)

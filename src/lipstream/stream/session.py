@@ -133,7 +133,7 @@ class SessionPipeline:
             data, key = self.encoder.encode(item.image, item.pts)
             audio = (to_pcm16(item.audio), item.sample_rate, item.channels) if self.config.frame_audio else (b"", 0, 0)
             return FrameOut(item.index, item.pts, item.span, data, key, item.idle, item.ready_s, item.deadline_s,
-                            item.renderer, item.mouth, item.turn_arrived_s, *audio)
+                            item.renderer, item.mouth, item.turn_arrived_s, *audio, item.interpolated)
         if item.event == "dropped":
             return Dropped(item.detail["count"], item.detail["reason"])
         return Status(item.event, item.detail)

@@ -25,6 +25,7 @@ class SessionStats:
     dropped: Counter = field(default_factory=Counter)  # reason ("late", "slow_client") -> frames
     silent_skipped: int = 0  # frames of silence not made because idle frames are off
     thinned: int = 0  # frames left out to lower the frame rate for a slow link
+    interpolated: int = 0  # frames sent that were blended from their neighbours (renderer at half rate)
     fallbacks: int = 0
     errors: int = 0
     renderer: str = ""
@@ -54,6 +55,7 @@ class SessionStats:
             "droppedByReason": dict(self.dropped),
             "silentFramesSkipped": self.silent_skipped,
             "framesThinned": self.thinned,
+            "framesInterpolated": self.interpolated,
             "fallbacks": self.fallbacks,
             "errors": self.errors,
             "renderer": self.renderer,
