@@ -216,8 +216,7 @@ class Connection:
         if self.opus is None or self.opus.channels != channels:
             self.opus = OpusDecoder(channels)
         samples = self.opus.decode(audio.data)
-        return replace(audio, data=samples.astype("<f4").tobytes(),
-                                   fmt=AudioFormat(OPUS_RATE_HZ, channels, "f32"))
+        return replace(audio, data=samples.astype("<f4").tobytes(), fmt=AudioFormat(OPUS_RATE_HZ, channels, "f32"))
 
     async def _handle(self, message: p.Message, arrived_s: float) -> None:
         if isinstance(message, p.Start):
@@ -455,7 +454,8 @@ class Connection:
         if self.adaptive is None or self.handle is None:
             return
         if self.meter is not None:
-            step = self.adaptive.update(self.meter.delivered(), self.meter.queued())
+            queued = self.meter.queued()
+            step = self.adaptive.update(self.meter.written - queued, queued)
         else:
             step = self.adaptive.update(self.written, 0)
         if step is not None:
@@ -467,9 +467,9 @@ class Connection:
         self._put(p.status_json("quality", self.session_id, direction=step.direction, **self.adaptive.snapshot()))
 
     async def _wait_for_link(self) -> None:
-        """Hold the next frame while the socket holds more than MAX_QUEUE_DELAY_S of them (it may go
-        stale waiting, and is then dropped as late); a client that takes nothing for SEND_STALL_S
-        is cut off."""
+        """Hold the next frame while the socket holds more than MAX_QUEUE_DELAY_S of them (a burst
+        on a fast link drains by the next look, LINK_POLL_S later); it may go stale waiting, and
+        is then dropped as late. A client that takes nothing for SEND_STALL_S is cut off."""
         if self.adaptive is None or self.meter is None:
             return
         give_up = asyncio.get_running_loop().time() + SEND_STALL_S

@@ -46,7 +46,7 @@ SEND_METER = "lipstream.send_meter"  # ASGI scope extension: the connection's Se
 
 class SendMeter:
     """Bytes written to one socket (`written`, WebSocket framing and compression included) and
-    how many of them its peer has not taken yet (`queued`)."""
+    how many of them its peer has not taken yet (`queued()`); the difference it has taken."""
 
     def __init__(self, transport):
         self.transport = transport
@@ -64,10 +64,6 @@ class SendMeter:
             except OSError:
                 self._fd = None
         return queued
-
-    def delivered(self) -> int:
-        """Bytes the peer has taken."""
-        return max(0, self.written - self.queued())
 
 
 class _CountingTransport:
