@@ -141,3 +141,23 @@ def test_the_jpeg_encoder_steps_quality_and_size():
 @pytest.mark.parametrize("fmt", ["jpeg", "h264"])
 def test_every_ladder_ends_at_15_fps(fmt):
     assert ladder(fmt, 70, 25.0)[-1].fps == 15.0
+
+
+def test_a_burst_after_a_quiet_spell_is_not_congestion():
+    """A turn's frames at once after a pause (a flush, or a 1 s chunk): the quiet time says nothing
+    of the link, so the burst is measured against what the link carried while busy."""
+    clock, controller, link, _ = setup(3e6 / 8)
+    for _ in range(5):
+        for _ in range(50):  # a quiet second, read every 20 ms
+            clock.advance(0.02)
+            link.run(0.02)
+            controller.update(int(link.delivered), link.queued)
+        link.write(10 * 11000)  # a flush's frames at once: 0.29 s for this link to carry
+        controller.frame_sent(link.written)
+        for _ in range(50):
+            clock.advance(0.02)
+            link.run(0.02)
+            controller.update(int(link.delivered), link.queued)
+    rate, _ = controller.drain_rate()
+    assert abs(rate - 3e6 / 8) < 0.05 * 3e6 / 8  # what the link carries, not what was sent on average
+    assert controller.steps["down"] == 0

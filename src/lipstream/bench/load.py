@@ -632,14 +632,14 @@ async def throttled_client(url: str, audio: np.ndarray, kbps: float = THROTTLED_
     async with ThrottledLink(port, kbps * 1000 / 8) as link, websockets.connect(
             f"ws://127.0.0.1:{link.port}/ws", max_size=None, compression=None, additional_headers=headers) as ws:
         await ws.send(json.dumps({"type": "start", "preset": preset, "renderer": "warp", "width": width,
-                                  "fps": FPS, "framing": "binary", "idleFrames": False}))
+                                  "fps": FPS, "framing": "binary"}))
 
         async def read() -> None:
             try:
                 async for message in ws:
                     now = time.monotonic()
                     if isinstance(message, bytes):
-                        if message[0] == KIND_FRAME_OUT:
+                        if message[0] == KIND_FRAME_OUT and not message[2] & 0x02:  # speech frames, not idle ones
                             result.frames.append((now - t0, int.from_bytes(message[8:12], "little"), len(message)))
                     else:
                         msg = json.loads(message)
@@ -665,7 +665,8 @@ async def throttled_client(url: str, audio: np.ndarray, kbps: float = THROTTLED_
 
 
 def throttled_summary(result: ThrottledResult, audio_s: float) -> dict:
-    """Frames a second, gaps and lag behind the audio (s) of a ThrottledResult."""
+    """Frames a second, gaps and lag behind the audio (s) of a ThrottledResult (the session makes
+    frames of silence too: one real-time turn, idle frames on)."""
     times = np.array([t for t, _, _ in result.frames])
     lag = np.array([t - (k + 1) / FPS for t, k, _ in result.frames])  # arrival after its audio was sent
     per_second = np.bincount(times.astype(int), minlength=int(audio_s)) if len(times) else np.zeros(1, int)

@@ -2,9 +2,11 @@
 
 The send loop tells the controller, after each message and while it waits, how many bytes the
 client has taken (acknowledged by its TCP stack) and how many still wait for it in the socket's
-buffers (`lipstream.server.transport.SendMeter`). From these it keeps the drain rate (bytes and
-frames a second the client actually took over the last RATE_WINDOW_S) and the queue delay (bytes
-waiting / drain rate). A delay over CONGESTED_DELAY_S that lasts CONGESTED_FOR_S steps one level
+buffers (`lipstream.server.transport.SendMeter`). From these it keeps the drain rate: bytes and
+frames a second the client took over the last RATE_WINDOW_S of time in which bytes waited for it
+(between two readings that both found some waiting). Time in which nothing waited says nothing
+of what the link can carry, so a quiet second followed by a burst is not congestion. The queue
+delay is bytes waiting / drain rate. A delay over CONGESTED_DELAY_S that lasts CONGESTED_FOR_S steps one level
 down the ladder, at most one step every DOWN_INTERVAL_S (so that a step's effect is seen before
 the next); a delay under CLEAR_DELAY_S for `up_hold_s` steps one level up. An up step followed
 by congestion within PROBE_S failed: the hold before the next one doubles (up to MAX_UP_HOLD_S);
@@ -29,8 +31,8 @@ JPEG_QUALITY_STEPS = (60, 40, 30)  # below the preset's, in order
 SCALE_STEPS = (0.75, 0.5)  # of the frame's sides, at the last quality step
 FPS_STEPS = (20.0, 15.0)
 LAST_JPEG_QUALITY = 20  # after the frame rate steps: the floor
-RATE_WINDOW_S = 1.0
-MIN_RATE_SPAN_S = 0.25  # the drain rate needs samples this far apart
+RATE_WINDOW_S = 1.0  # of time in which bytes waited for the client
+MIN_RATE_SPAN_S = 0.1  # the drain rate needs this much of it
 MIN_DRAIN_BYTES_S = 4000.0  # the rate a delay is counted at when the client takes (almost) nothing
 CONGESTED_DELAY_S = 0.25
 CONGESTED_FOR_S = 0.2
@@ -75,9 +77,10 @@ class AdaptiveQuality:
         self.steps = {"down": 0, "up": 0}
         self.up_hold_s = UP_HOLD_S
         self.delay_s = 0.0
-        self._delivered: deque[tuple[float, int]] = deque()  # (time, bytes the client has taken)
+        self._busy: deque[tuple[float, int, int]] = deque()  # (seconds, bytes, frames taken) while bytes waited
+        self._busy_s = 0.0
+        self._last: tuple[float, int, int, int] | None = None  # (time, delivered, queued, frames taken)
         self._frame_ends: deque[int] = deque()  # byte positions where frames sent end, not yet taken
-        self._frames_taken: deque[tuple[float, int]] = deque()  # (time, frames taken so far)
         self._taken = 0
         self._congested_since: float | None = None
         self._clear_since: float | None = now()
@@ -93,24 +96,26 @@ class AdaptiveQuality:
         self._frame_ends.append(end_bytes)
 
     def drain_rate(self) -> tuple[float | None, float | None]:
-        """(bytes/s, frames/s) the client took over the last RATE_WINDOW_S; None until known."""
-        if len(self._delivered) < 2 or self._delivered[-1][0] - self._delivered[0][0] < MIN_RATE_SPAN_S:
+        """(bytes/s, frames/s) the client took while bytes waited for it; None until known."""
+        if self._busy_s < MIN_RATE_SPAN_S:
             return None, None
-        (t0, b0), (t1, b1) = self._delivered[0], self._delivered[-1]
-        (_, f0), (_, f1) = self._frames_taken[0], self._frames_taken[-1]
-        return (b1 - b0) / (t1 - t0), (f1 - f0) / (t1 - t0)
+        return sum(b for _, b, _ in self._busy) / self._busy_s, sum(f for _, _, f in self._busy) / self._busy_s
 
     def update(self, delivered: int, queued: int) -> Step | None:
         """Take a reading (bytes the client has taken, bytes waiting for it); the step it makes, if any."""
         now = self.now()
+        taken = self._taken
         while self._frame_ends and self._frame_ends[0] <= delivered:
             self._frame_ends.popleft()
             self._taken += 1
-        self._delivered.append((now, delivered))
-        self._frames_taken.append((now, self._taken))
-        while len(self._delivered) > 2 and self._delivered[1][0] <= now - RATE_WINDOW_S:
-            self._delivered.popleft()
-            self._frames_taken.popleft()
+        if self._last is not None:
+            last_s, last_delivered, last_queued, _ = self._last
+            if last_queued > 0 and queued > 0 and now > last_s:  # the link was busy all along
+                self._busy.append((now - last_s, delivered - last_delivered, self._taken - taken))
+                self._busy_s += now - last_s
+                while self._busy_s - self._busy[0][0] >= RATE_WINDOW_S:
+                    self._busy_s -= self._busy.popleft()[0]
+        self._last = (now, delivered, queued, self._taken)
         rate, _ = self.drain_rate()
         self.delay_s = 0.0 if rate is None else queued / max(rate, MIN_DRAIN_BYTES_S)
         if self.delay_s > CONGESTED_DELAY_S:
