@@ -161,7 +161,8 @@ def test_binary_framing_h264_any_rate_and_clean_end(server, voice):
     expected = FrameClock(25, 48000).frame_count(len(stereo48))
     indices = [h[5] for h in speech]
     dropped = ended["stats"]["framesDropped"]  # on a busy machine a few may miss their deadline
-    assert indices == sorted(set(indices)) and len(indices) + dropped == expected
+    thinned = ended["stats"]["framesThinned"]  # or be left out for a client that reads slowly (adaptive quality)
+    assert indices == sorted(set(indices)) and len(indices) + dropped + thinned == expected
     assert dropped <= 5 and indices[-1] == expected - 1
     assert all(h[6] == FrameClock(25).frame_start(h[5]) for h in speech)  # pts from samples only
     codec = av.CodecContext.create("h264", "r")
