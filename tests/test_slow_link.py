@@ -33,5 +33,5 @@ def test_a_slow_link_gets_lower_quality_not_a_backlog(server):
     assert result.ended_s is not None and result.ended_s - result.end_sent_s < SECONDS / 2
     sizes = np.array([n for _, _, n in result.frames])
     assert len(sizes) > 2 and sizes[-len(sizes) // 3 :].mean() < sizes[0] / 2  # smaller frames once stepped
-    steps = metric_lines(server.http, ("lipstream_quality_steps_total",))
+    steps = metric_lines(server.http, ("lipstream_websocket_quality_steps_total",))
     assert any('direction="down"' in line and float(line.split()[-1]) >= 1 for line in steps), steps

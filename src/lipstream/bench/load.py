@@ -708,7 +708,7 @@ def bench_throttled(server: ServerProcess, seconds: float, kbps: float = THROTTL
     steady = summary["fps_received_min_per_second_after_3s"]
     return {"kbps": kbps, "seconds": seconds, "preset": "low",
             "size": SIZE_PX, **summary,
-            "metrics": metric_lines(server.http, ("lipstream_quality_steps_total", "lipstream_frames_thinned_total",
+            "metrics": metric_lines(server.http, ("lipstream_websocket_quality_steps_total", "lipstream_frames_thinned_total",
                                                   "lipstream_frames_dropped_total")),
             "holds": bool(steady is not None and steady >= 15 and summary["lag_s_max"] is not None
                           and summary["lag_s_second_half_p50"] <= summary["lag_s_first_half_p50"] + 0.5),

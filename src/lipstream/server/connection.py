@@ -463,7 +463,7 @@ class Connection:
 
     def _stepped(self, step: Step) -> None:
         self.handle.set_level(step.level)
-        self.state.metrics.quality_steps.labels(self.preset.name, step.direction).inc()
+        self.state.metrics.websocket_quality_steps.labels(self.preset.name, step.direction).inc()
         self._put(p.status_json("quality", self.session_id, direction=step.direction, **self.adaptive.snapshot()))
 
     async def _wait_for_link(self) -> None:

@@ -30,9 +30,9 @@ class Metrics:
                                ["preset", "reason"], registry=r)
         self.thinned = Counter("lipstream_frames_thinned_total", "Frames left out to lower the frame rate "
                                "for a client's slow link", ["preset"], registry=r)
-        self.quality_steps = Counter("lipstream_quality_steps_total", "Output level changes for a client's "
-                                     "link: quality, size or frame rate stepped down or back up",
-                                     ["preset", "direction"], registry=r)
+        self.websocket_quality_steps = Counter("lipstream_websocket_quality_steps_total", "WebSocket output "
+                                               "level changes for a client's link: quality, size or frame rate "
+                                               "stepped down or back up", ["preset", "direction"], registry=r)
         self.interpolated = Counter("lipstream_frames_interpolated_total", "Frames sent blended from their "
                                     "neighbours while the renderer rendered every other frame", ["preset"], registry=r)
         self.render_rate = Counter("lipstream_render_rate_changes_total", "Renderers halving their frame rate "
