@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lipstream.select import Profile, ProfileSet, save_profiles
-from lipstream.session.render_chain import MAX_MISSES, RenderChain, auto_steps
+from lipstream.session.render_chain import HALF_RATE_MISSES, MAX_MISSES, RenderChain, auto_steps
 from lipstream.session import Session
 
 
@@ -37,9 +37,13 @@ def test_a_session_with_machine_profiles_reports_the_choice_and_falls_back_when_
     save_profiles(ProfileSet(profiles(), {"cpu": "test"}), tmp_path / "profiles.json")
     session = Session(default_avatar, preset="ultra_low", size=(128, None))
     assert session.chain.name == "warp" and session.chain.reason
+    for _ in range(HALF_RATE_MISSES):
+        session.chain.record(True)
+    assert session.chain.half_rate and session.chain.name == "warp"  # every other frame first
     for _ in range(MAX_MISSES):
         session.chain.record(True)
     assert session.chain.name == "static" and session.chain.changes[-1].reason == "deadline"
+    assert not session.chain.half_rate  # the next renderer starts at full rate
 
 
 class _SlowRenderer:
@@ -67,6 +71,13 @@ def test_a_renderer_slower_than_real_time_on_average_falls_back(default_avatar, 
     clock = ManualClock()
     session = _timed_session(default_avatar, clock, render_s=0.05)  # 50 ms a frame at 25 fps
     session.push_audio(speech[: 2 * 16000], 16000)
+    session.flush()
+    session.poll()
+    # first every other frame (50 ms in the 80 ms two frames last): no fallback
+    assert session.chain.half_rate and session.chain.changes == []
+    assert "on average" in session.chain.rate_changes[0].detail
+    session.chain.renderer.seconds = 0.1  # slower than two frame periods: half rate can't keep up either
+    session.push_audio(speech[2 * 16000 : 6 * 16000], 16000)
     session.flush()
     session.poll()
     assert [c.reason for c in session.chain.changes] == ["deadline"]

@@ -91,9 +91,12 @@ def test_seed_002_client_streaming_real_time(server, voice):
 
     async def session():
         async with websockets.connect(server.ws, additional_headers=AUTH) as ws:
+            # read while sending, as a live client does (one that reads nothing for seconds is a
+            # slow link to the server: it steps quality down and drops what goes stale)
+            reader = asyncio.create_task(collect(ws, last_turn_ended))
             stall = await send_real_time(ws, chunks, 0.02, lipsync_audio)
             # no flush, no end: the turn ends by itself when the audio stops coming
-            return stall, await collect(ws, last_turn_ended)
+            return stall, await reader
 
     stall, messages = run(session())
     errors = [m for m in messages if m["type"] == "error"]
@@ -142,11 +145,12 @@ def test_binary_framing_h264_any_rate_and_clean_end(server, voice):
                                       "framing": "binary", "returnAudio": True}))
             started = json.loads(await ws.recv())
             assert started["event"] == "started" and (started["width"], started["height"]) == (256, 256)
+            reader = asyncio.create_task(collect(ws))  # read while sending, as a live client does
             for n, chunk in enumerate(chunks):
                 await ws.send(p.AUDIO_IN.pack(p.KIND_AUDIO_IN, 2, 2, 48000, n) + chunk.tobytes())
                 await asyncio.sleep(len(chunk) / 48000)
             await ws.send(json.dumps({"type": "end"}))
-            return started, await collect(ws)
+            return started, await reader
 
     started, messages = run(session())
     frames = [m for m in messages if isinstance(m, bytes) and m[0] == p.KIND_FRAME_OUT]
@@ -161,7 +165,8 @@ def test_binary_framing_h264_any_rate_and_clean_end(server, voice):
     expected = FrameClock(25, 48000).frame_count(len(stereo48))
     indices = [h[5] for h in speech]
     dropped = ended["stats"]["framesDropped"]  # on a busy machine a few may miss their deadline
-    assert indices == sorted(set(indices)) and len(indices) + dropped == expected
+    thinned = ended["stats"]["framesThinned"]  # or be left out for a client that reads slowly (adaptive quality)
+    assert indices == sorted(set(indices)) and len(indices) + dropped + thinned == expected
     assert dropped <= 5 and indices[-1] == expected - 1
     assert all(h[6] == FrameClock(25).frame_start(h[5]) for h in speech)  # pts from samples only
     codec = av.CodecContext.create("h264", "r")

@@ -637,10 +637,11 @@ def bench_load(
     drift_hours: Annotated[float, typer.Option(help="Length of the simulated session for the drift test.")] = 1.0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
     part: Annotated[Optional[list[str]], typer.Option(
-        help="Run only these measurements (repeatable): latency, first_frame, seed002, cpu, capacity, slow_client, fuzz, drift.")
+        help="Run only these measurements (repeatable): latency, first_frame, seed002, cpu, capacity, slow_client, "
+             "throttled, fuzz, drift.")
     ] = None,
 ) -> None:
-    """Latency and time to first frame per preset, session capacity, a slow client, fuzzed messages and drift of `serve`."""
+    """Latency and time to first frame per preset, session capacity, a slow and a throttled client, fuzzed messages and drift of `serve`."""
     from lipstream.bench.load import PARTS, run_load_bench
     from lipstream.errors import NotSupportedError
 

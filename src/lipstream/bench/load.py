@@ -25,6 +25,10 @@ stream speech in real time (20 ms PCM16 chunks, binary framing), then measures:
   (44.1 kHz stereo chunks of 10 ms to 1 s, speech once a minute): the offset between the mouth
   track and the audio, first minute against last;
 - a slow client: server memory (server and workers) while a client reads one message a second;
+- a throttled client: one whose link carries THROTTLED_KBPS from the server (a relay on loopback,
+  lipstream.bench.link): frames received per second, the longest gap between two, how far they
+  lag the audio (first half against second half: a backlog grows), the quality steps the server
+  reported and its /metrics counters;
 - fuzzing: FUZZ_MESSAGES malformed messages on other connections while sessions stream, one
   after another, for as long as the fuzzing lasts (the unit tests fuzz the parser alone).
 """
@@ -67,7 +71,8 @@ SEED_DELAY_P95_BAR_MS = 250.0
 SEED_MIN_FPS = 24.0
 SEED_SYNC_BAR_MS = 40.0
 FIRST_FRAME_P95_BAR_MS = {"ultra_low": 150.0, "low": 200.0}
-PARTS = ("latency", "first_frame", "seed002", "cpu", "capacity", "slow_client", "fuzz", "drift")
+THROTTLED_KBPS = 300.0
+PARTS = ("latency", "first_frame", "seed002", "cpu", "capacity", "slow_client", "throttled", "fuzz", "drift")
 KIND_AUDIO_IN, KIND_FRAME_OUT = 0x01, 0x02  # the wire protocol, as any client would write it
 AUDIO_HEADER = struct.Struct("<BBHII")
 
@@ -597,6 +602,121 @@ def bench_slow_client(url: str, server: ServerProcess, seconds: float) -> dict:
             "holds": max(samples[half:]) - max(samples[:half]) < 20.0}
 
 
+@dataclass
+class ThrottledResult:
+    """What a client reading at a fixed bit rate saw: per frame (arrival s from the first chunk
+    sent, frame index, bytes), the quality statuses, the final stats and when `end` was sent."""
+
+    frames: list[tuple[float, int, int]] = field(default_factory=list)
+    statuses: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    end_sent_s: float = 0.0
+    ended_s: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+async def throttled_client(url: str, audio: np.ndarray, kbps: float = THROTTLED_KBPS, preset: str = "low",
+                           width: int = SIZE_PX, headers: dict | None = None) -> ThrottledResult:
+    """Stream float32 16 kHz `audio` in real time (20 ms binary chunks) to the server at `url`
+    through a link that carries `kbps` kilobits a second back (lipstream.bench.link), and record
+    what arrives."""
+    import websockets
+
+    from lipstream.bench.link import ThrottledLink
+
+    result = ThrottledResult()
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    step = int(CHUNK_S * SAMPLE_RATE)
+    port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    t0 = time.monotonic()
+    async with ThrottledLink(port, kbps * 1000 / 8) as link, websockets.connect(
+            f"ws://127.0.0.1:{link.port}/ws", max_size=None, compression=None, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "start", "preset": preset, "renderer": "warp", "width": width,
+                                  "fps": FPS, "framing": "binary"}))
+
+        async def read() -> None:
+            try:
+                async for message in ws:
+                    now = time.monotonic()
+                    if isinstance(message, bytes):
+                        if message[0] == KIND_FRAME_OUT and not message[2] & 0x02:  # speech frames, not idle ones
+                            result.frames.append((now - t0, int.from_bytes(message[8:12], "little"), len(message)))
+                    else:
+                        msg = json.loads(message)
+                        if msg["type"] == "error":
+                            result.errors.append(f"{msg['code']}: {msg['message']}")
+                        elif msg.get("event") == "quality":
+                            result.statuses.append({**msg, "at_s": round(now - t0, 2)})
+                        elif msg.get("event") == "ended":
+                            result.stats, result.ended_s = msg["stats"], now - t0
+            except websockets.ConnectionClosed:
+                pass
+
+        reader = asyncio.create_task(read())
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), step)):
+            await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.monotonic()))
+            await ws.send(_audio_message(n, pcm[i : i + step]))
+        result.end_sent_s = time.monotonic() - t0
+        await ws.send(json.dumps({"type": "end"}))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(reader, 120)
+    return result
+
+
+def throttled_summary(result: ThrottledResult, audio_s: float) -> dict:
+    """Frames a second, gaps and lag behind the audio (s) of a ThrottledResult (the session makes
+    frames of silence too: one real-time turn, idle frames on)."""
+    times = np.array([t for t, _, _ in result.frames])
+    lag = np.array([t - (k + 1) / FPS for t, k, _ in result.frames])  # arrival after its audio was sent
+    per_second = np.bincount(times.astype(int), minlength=int(audio_s)) if len(times) else np.zeros(1, int)
+    steady = per_second[3 : int(audio_s)]  # after the first seconds' stepping, until the audio ends
+    half = len(lag) // 2
+    return {
+        "frames_received": len(times), "frames_of_audio": FrameClock(FPS).frame_count(int(audio_s * SAMPLE_RATE)),
+        "fps_received_min_per_second_after_3s": int(steady.min()) if len(steady) else None,
+        "fps_received_mean_after_3s": round(float(steady.mean()), 2) if len(steady) else None,
+        "longest_gap_s": round(float(np.diff(times).max()), 3) if len(times) > 1 else None,
+        "lag_s_first_half_p50": round(float(np.median(lag[:half])), 3) if half else None,
+        "lag_s_second_half_p50": round(float(np.median(lag[half:])), 3) if half else None,
+        "lag_s_max": round(float(lag.max()), 3) if len(lag) else None,
+        "kbps_received": round(sum(n for _, _, n in result.frames) * 8 / 1000 / max(times.max(), 1e-9), 1)
+        if len(times) else None,
+        "ended_after_end_sent_s": None if result.ended_s is None else round(result.ended_s - result.end_sent_s, 2),
+        "quality_steps": [{k: s.get(k) for k in ("at_s", "direction", "level", "jpegQuality", "scale", "fps",
+                                                 "drainKbps", "queueMs")} for s in result.statuses],
+        "final_stats": {k: result.stats.get(k) for k in ("framesSent", "framesDropped", "droppedByReason",
+                                                          "framesThinned", "quality")},
+        "errors": result.errors[:5],
+    }
+
+
+def metric_lines(http: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The /metrics lines that start with one of `prefixes` (comments left out)."""
+    import httpx
+
+    text = httpx.get(f"{http}/metrics", timeout=10).text
+    return [line for line in text.splitlines() if line.startswith(prefixes)]
+
+
+def bench_throttled(server: ServerProcess, seconds: float, kbps: float = THROTTLED_KBPS) -> dict:
+    """The throttled client of the module docstring, `seconds` of speech at the default preset."""
+    load_before = os.getloadavg()[0]
+    audio = looped_speech(seconds)
+    result = asyncio.run(throttled_client(server.url, audio, kbps))
+    summary = throttled_summary(result, seconds)
+    mean = summary["fps_received_mean_after_3s"]
+    return {"kbps": kbps, "seconds": seconds, "preset": "low",
+            "size": SIZE_PX, **summary,
+            "metrics": metric_lines(server.http, ("lipstream_websocket_quality_steps_total", "lipstream_frames_thinned_total",
+                                                  "lipstream_frames_dropped_total")),
+            # the bar: at least 15 frames a second on average once stepped, no stall (no gap of
+            # half a second), no backlog (frames lag the audio no more at the end than at first)
+            "holds": bool(mean is not None and mean >= 15 and summary["longest_gap_s"] < 0.5
+                          and summary["lag_s_second_half_p50"] <= summary["lag_s_first_half_p50"] + 0.25),
+            "load_avg_1min_before": round(load_before, 2)}
+
+
 def _fuzz_message(rng: random.Random) -> str | bytes:
     kinds = ["audio", "lipsync_audio", "flush", "switch", "end", "ping", "dance", "start"]
     values = [None, True, 0, -1, 2**40, 1e308, "", "x" * 300, "../../etc", "AAAA", "!!", [], {}, {"data": "AAAA"}]
@@ -707,6 +827,8 @@ def run_load_bench(out: Path | None = None, seconds: float = 20.0, max_sessions:
             results["capacity_no_drops"] = bench_capacity(server.url, seconds, "balanced", max_sessions, bar_ms=None)
         if "slow_client" in parts:
             results["slow_client"] = bench_slow_client(server.url, server, seconds)
+        if "throttled" in parts:
+            results["throttled"] = bench_throttled(server, seconds)
         if "fuzz" in parts:
             results["fuzz"] = bench_fuzz(server.url, server, seconds)
     if "cpu" in parts:

@@ -8,7 +8,10 @@ other messages at most CONTROL_RATE_PER_S a second (past a burst of CONTROL_BURS
 connection is closed with RATE_LIMITED: nothing a client needs comes that fast). The
 send loop drains the outbox: frames past their deadline are dropped and counted, and when a
 slow client lets frames pile up past the preset's `queue_frames` the oldest is dropped, so a
-client that doesn't read never grows the server's memory.
+client that doesn't read never grows the server's memory. Before it comes to that, the send loop
+measures how fast the client takes what is written (lipstream.server.adaptive) and steps the
+session's JPEG quality, frame size and frame rate down, and back up when the link recovers; no
+frame is written while more than MAX_QUEUE_DELAY_S of them wait in the socket.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from starlette.websockets import WebSocket
 
+from lipstream.audio.opus import OPUS_RATE_HZ, OpusDecoder
 from lipstream.errors import LipstreamError
 from lipstream.render.base import renderer_names
 from lipstream.select.history import record_outcome
 from lipstream.server import protocol as p
+from lipstream.server.adaptive import AdaptiveQuality, Step, ladder
 from lipstream.server.limits import TokenBucket
 from lipstream.server.redact import public_message
 from lipstream.server.state import ServerState
+from lipstream.server.transport import SEND_METER
 from lipstream.stream.audio_in import MAX_CHUNK_S, AudioFormat
 from lipstream.stream.events import AudioOut, Dropped, Event, Failure, FrameOut, Status
 from lipstream.session.presets import get_preset
@@ -49,6 +55,8 @@ CONTROL_BURST = 20
 SWITCH_COST = 4  # a switch builds a renderer or driver at the worker (10-50 ms of its CPU): 5 per burst
 AUDIO_BURST_S = 5.0  # audio a session may send ahead of its rate limit
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_LATER = 1000, 1008, 1011, 1012, 1013
+MAX_QUEUE_DELAY_S = 0.4  # frames wait in the outbox (and go stale there) while the socket holds more
+LINK_POLL_S = 0.02  # how often a frame waiting for the socket to drain looks again
 
 
 @dataclass
@@ -131,6 +139,10 @@ class Connection:
         self.control_budget = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST, state.clock.now)
         self.audio_budget = TokenBucket(state.settings.max_audio_rate, AUDIO_BURST_S, state.clock.now)
         self.audio_wait_s = 0.0  # how long to stop reading so that audio comes at most at its rate
+        self.meter = (getattr(ws, "scope", None) or {}).get("extensions", {}).get(SEND_METER)
+        self.written = 0  # bytes sent, where the server has no SendMeter (then all count as taken)
+        self.adaptive: AdaptiveQuality | None = None
+        self.opus: OpusDecoder | None = None  # the session's, once it sends Opus
 
     async def run(self, authorized: bool) -> None:
         await self.ws.accept()
@@ -174,6 +186,8 @@ class Connection:
                     parsed = p.parse_binary(message["bytes"])
                 else:
                     continue
+                if isinstance(parsed, p.Audio) and parsed.fmt.encoding == "opus":
+                    parsed = self._decode_opus(parsed)
                 if not self._within_rate(parsed):
                     return
                 await self._handle(parsed, arrived_s)
@@ -194,6 +208,15 @@ class Connection:
         self._fail(p.RATE_LIMITED, f"more than {CONTROL_BURST:g} control messages at once or "
                                    f"{CONTROL_RATE_PER_S:g} a second; closing", CLOSE_POLICY)
         return False
+
+    def _decode_opus(self, audio: p.Audio) -> p.Audio:
+        """An Opus packet as float32 PCM at 48 kHz, by the connection's one decoder (Opus decoding
+        carries state from packet to packet); BadAudioError for data that isn't Opus."""
+        channels = audio.fmt.channels
+        if self.opus is None or self.opus.channels != channels:
+            self.opus = OpusDecoder(channels)
+        samples = self.opus.decode(audio.data)
+        return replace(audio, data=samples.astype("<f4").tobytes(), fmt=AudioFormat(OPUS_RATE_HZ, channels, "f32"))
 
     async def _handle(self, message: p.Message, arrived_s: float) -> None:
         if isinstance(message, p.Start):
@@ -242,6 +265,9 @@ class Connection:
         burst = math.ceil(burst_s * info["fps"]) + 1
         self.outbox.max_frames = self.preset.queue_frames + burst
         self.stats.renderer = self.handle.info["renderer"]
+        self.adaptive = AdaptiveQuality(ladder(self.format, self.preset.jpeg_quality, info["fps"]),
+                                        self.state.clock.now)
+        self.stats.quality = self.adaptive.snapshot
         self.state.metrics.sessions.inc()
         self.state.metrics.sessions_total.inc()
         self._put(p.status_json("started", self.session_id, **self.handle.info))
@@ -335,6 +361,8 @@ class Connection:
             self.stats.fallbacks += 1
             self.stats.renderer = detail["to_renderer"]
             self.state.metrics.fallbacks.labels(detail["from_renderer"], detail["to_renderer"], detail["reason"]).inc()
+        elif status.event == "render_rate":
+            self.state.metrics.render_rate.labels(self.preset.name, "half" if detail["halfRate"] else "full").inc()
         elif status.event == "switched":
             self.stats.renderer = detail["renderer"]
         elif status.event == "flushed":
@@ -344,6 +372,10 @@ class Connection:
     def _dropped(self, count: int, reason: str, frame: FrameOut | None = None) -> None:
         if reason == "silent":
             self.stats.silent_skipped += count
+            return
+        if reason == "thinned":
+            self.stats.thinned += count
+            self.state.metrics.thinned.labels(self.preset.name).inc(count)
             return
         self.stats.dropped[reason] += count
         self.state.metrics.dropped.labels(self.preset.name, reason).inc(count)
@@ -360,6 +392,7 @@ class Connection:
             if item is not None:
                 if not await self._send_item(item):
                     return
+            self._adapt()
             if self.handle is not None and self.state.clock.now() >= next_stats:
                 next_stats = self.state.clock.now() + STATS_INTERVAL_S
                 await self._send(p.status_json("stats", self.session_id, **self.stats.snapshot()))
@@ -378,6 +411,7 @@ class Connection:
         return True
 
     async def _send_frame(self, frame: FrameOut) -> None:
+        await self._wait_for_link()
         if self.state.clock.now() > frame.deadline_s:
             self._dropped(1, "late", frame)
             return
@@ -392,6 +426,12 @@ class Connection:
             await self._send(p.frame_json(frame, self.session_id, self.turn_id, self.sequence,
                                           int(time.time() * 1000), self.format))
         self.sequence += 1
+        if frame.interpolated:
+            self.stats.interpolated += 1
+            self.state.metrics.interpolated.labels(self.preset.name).inc()
+        if self.adaptive is not None:
+            self.adaptive.frame_sent(self.meter.written if self.meter is not None else self.written)
+            self._adapt()
         latency_s = self.state.clock.now() - frame.ready_s
         self.stats.sent(latency_s * 1000, frame.idle)
         self.state.metrics.frame_sent(self.preset.name, frame.idle, latency_s)
@@ -405,6 +445,40 @@ class Connection:
         ends, which ends the connection)."""
         send = self.ws.send_bytes(data) if isinstance(data, bytes) else self.ws.send_text(data)
         await asyncio.wait_for(send, SEND_STALL_S)
+        self.written += len(data)
+
+    # -- adapting to the client's link --------------------------------------------------------
+
+    def _adapt(self) -> None:
+        """Read how much the client has taken; step the output level if the controller says so."""
+        if self.adaptive is None or self.handle is None:
+            return
+        if self.meter is not None:
+            queued = self.meter.queued()
+            step = self.adaptive.update(self.meter.written - queued, queued)
+        else:
+            step = self.adaptive.update(self.written, 0)
+        if step is not None:
+            self._stepped(step)
+
+    def _stepped(self, step: Step) -> None:
+        self.handle.set_level(step.level)
+        self.state.metrics.websocket_quality_steps.labels(self.preset.name, step.direction).inc()
+        self._put(p.status_json("quality", self.session_id, direction=step.direction, **self.adaptive.snapshot()))
+
+    async def _wait_for_link(self) -> None:
+        """Hold the next frame while the socket holds more than MAX_QUEUE_DELAY_S of them (a burst
+        on a fast link drains by the next look, LINK_POLL_S later); it may go stale waiting, and
+        is then dropped as late. A client that takes nothing for SEND_STALL_S is cut off."""
+        if self.adaptive is None or self.meter is None:
+            return
+        give_up = asyncio.get_running_loop().time() + SEND_STALL_S
+        self._adapt()
+        while self.adaptive.delay_s > MAX_QUEUE_DELAY_S:
+            if asyncio.get_running_loop().time() > give_up:
+                raise asyncio.TimeoutError
+            await asyncio.sleep(LINK_POLL_S)
+            self._adapt()
 
     def _put(self, item) -> None:
         self.outbox.put(item)

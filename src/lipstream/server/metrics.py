@@ -28,6 +28,15 @@ class Metrics:
         self.frames = Counter("lipstream_frames_sent_total", "Frames sent", ["preset", "kind"], registry=r)
         self.dropped = Counter("lipstream_frames_dropped_total", "Frames dropped instead of sent late",
                                ["preset", "reason"], registry=r)
+        self.thinned = Counter("lipstream_frames_thinned_total", "Frames left out to lower the frame rate "
+                               "for a client's slow link", ["preset"], registry=r)
+        self.websocket_quality_steps = Counter("lipstream_websocket_quality_steps_total", "WebSocket output "
+                                               "level changes for a client's link: quality, size or frame rate "
+                                               "stepped down or back up", ["preset", "direction"], registry=r)
+        self.interpolated = Counter("lipstream_frames_interpolated_total", "Frames sent blended from their "
+                                    "neighbours while the renderer rendered every other frame", ["preset"], registry=r)
+        self.render_rate = Counter("lipstream_render_rate_changes_total", "Renderers halving their frame rate "
+                                   "(falling behind) or back to full rate", ["preset", "rate"], registry=r)
         self.fallbacks = Counter("lipstream_renderer_fallbacks_total", "Sessions moved down the renderer chain",
                                  ["from_renderer", "to_renderer", "reason"], registry=r)
         self.errors = Counter("lipstream_errors_total", "Errors sent to clients", ["code"], registry=r)

@@ -42,10 +42,10 @@ FRAME_OUT = struct.Struct("<BBBBIIQI")
 AUDIO_OUT = struct.Struct("<BBHIQ")
 KIND_AUDIO_IN, KIND_FRAME_OUT, KIND_AUDIO_OUT = 0x01, 0x02, 0x03
 FLAG_KEYFRAME, FLAG_IDLE = 0x01, 0x02
-ENCODING_CODES = {1: "pcm16", 2: "f32"}
+ENCODING_CODES = {1: "pcm16", 2: "f32", 3: "opus"}
 FORMAT_CODES = {"jpeg": 1, "h264": 2}
 AUDIO_ENCODINGS = {"pcm": "pcm16", "pcm16": "pcm16", "pcm_s16le": "pcm16", "s16": "pcm16", "s16le": "pcm16",
-                   "f32": "f32", "float32": "f32", "pcm_f32le": "f32", "f32le": "f32"}
+                   "f32": "f32", "float32": "f32", "pcm_f32le": "f32", "f32le": "f32", "opus": "opus"}
 DEFAULT_AUDIO = AudioFormat()  # PCM16 mono 16 kHz
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -98,7 +98,8 @@ class Start:
 
 @dataclass
 class Audio:
-    """One chunk of PCM: `data` laid out as `fmt` says (interleaved, little-endian)."""
+    """One chunk of PCM: `data` laid out as `fmt` says (interleaved, little-endian); or, with
+    `fmt.encoding` "opus", one raw Opus packet (the connection decodes it)."""
 
     data: bytes
     fmt: AudioFormat
@@ -165,7 +166,7 @@ def parse_binary(data: bytes) -> Audio:
     if kind != KIND_AUDIO_IN:
         raise ProtocolError(BAD_MESSAGE, f"binary message kind {kind:#04x} is not audio ({KIND_AUDIO_IN:#04x})")
     if encoding not in ENCODING_CODES:
-        raise ProtocolError(BAD_MESSAGE, f"audio encoding code {encoding} is unknown: 1 = pcm16, 2 = f32")
+        raise ProtocolError(BAD_MESSAGE, f"audio encoding code {encoding} is unknown: 1 = pcm16, 2 = f32, 3 = opus")
     fmt = _audio_format(rate, channels, ENCODING_CODES[encoding])
     return Audio(_audio_bytes(data[AUDIO_IN.size :], fmt), fmt, sequence)
 
@@ -313,7 +314,7 @@ def _encoding(obj: dict, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.lower() not in AUDIO_ENCODINGS:
-        raise ProtocolError(BAD_MESSAGE, f"\"{key}\" must be pcm (16-bit) or f32")
+        raise ProtocolError(BAD_MESSAGE, f"\"{key}\" must be pcm (16-bit), f32 or opus")
     return AUDIO_ENCODINGS[value.lower()]
 
 
@@ -350,7 +351,7 @@ def _base64_audio(obj: dict, fmt: AudioFormat) -> bytes:
 def _audio_bytes(data: bytes, fmt: AudioFormat) -> bytes:
     if len(data) > MAX_AUDIO_BYTES:
         raise ProtocolError(MESSAGE_TOO_LARGE, f"an audio chunk is over {MAX_AUDIO_BYTES} bytes; send at most 1 s each")
-    if len(data) % fmt.bytes_per_frame:
+    if fmt.encoding != "opus" and len(data) % fmt.bytes_per_frame:
         raise ProtocolError(AUDIO_PROCESSING_FAILED, f"audio of {len(data)} bytes is not a whole number of "
                                                      f"{fmt.channels}-channel {fmt.encoding} samples")
     return data

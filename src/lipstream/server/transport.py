@@ -11,6 +11,10 @@ Two things an app cannot see happen there:
   were held for a whole test run). Here a head must be complete within `HEADER_TIMEOUT_S` of its
   first byte (or of the connection).
 
+A `SendMeter` per WebSocket counts the bytes written to it and how many of them its client has
+not yet taken (asyncio's buffer plus the kernel's send queue), for adaptive quality
+(lipstream.server.adaptive); the app finds it in the ASGI scope's extensions under SEND_METER.
+
 `ACCESS_LOG_FILTER` cuts `token=...` from uvicorn's access and WebSocket log lines.
 """
 
@@ -18,6 +22,15 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
+
+try:  # Linux's SIOCOUTQ (= TIOCOUTQ): a socket's unsent and unacknowledged bytes
+    import fcntl
+    import termios
+
+    _OUTQ = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # other systems: asyncio's buffer alone
+    fcntl, _OUTQ = None, None
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -28,6 +41,44 @@ WRITE_STALL_S = 15.0
 WRITE_BUFFER_BYTES = 2**20  # unsent bytes past which reading stops (and pongs with it)
 POLICY_VIOLATION = 1008
 POLICY_CLOSE_S = 1.0  # time for the close frame to leave before the socket is dropped
+SEND_METER = "lipstream.send_meter"  # ASGI scope extension: the connection's SendMeter
+
+
+class SendMeter:
+    """Bytes written to one socket (`written`, WebSocket framing and compression included) and
+    how many of them its peer has not taken yet (`queued()`); the difference it has taken."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.written = 0
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None and _OUTQ is not None else None
+
+    def queued(self) -> int:
+        """asyncio's unsent bytes plus the kernel's send queue (unsent or not yet acknowledged by
+        the peer's TCP stack: Linux's SIOCOUTQ; elsewhere asyncio's buffer alone)."""
+        queued = self.transport.get_write_buffer_size()
+        if self._fd is not None:
+            try:
+                queued += struct.unpack("i", fcntl.ioctl(self._fd, _OUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                self._fd = None
+        return queued
+
+
+class _CountingTransport:
+    """A transport that counts what is written through it into a SendMeter."""
+
+    def __init__(self, transport, meter: SendMeter):
+        self._transport = transport
+        self._meter = meter
+
+    def write(self, data) -> None:
+        self._meter.written += len(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
 
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -41,6 +92,13 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         # pause at every frame. A client that lets a full megabyte wait is not reading.
         transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         self._stall_timer = None
+        self.meter = SendMeter(transport)
+        self.transport = _CountingTransport(transport, self.meter)
+
+    def handle_connect(self, event) -> None:
+        super().handle_connect(event)
+        if getattr(self, "scope", None) is not None:
+            self.scope["extensions"][SEND_METER] = self.meter
 
     def pause_writing(self) -> None:
         super().pause_writing()

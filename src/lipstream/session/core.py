@@ -21,7 +21,9 @@ the rest of the paused frame's span, so a jittery source never shifts video agai
 audio is ever dropped, duplicated or moved.
 
 Live (`live=True`): a frame is made once its audio and the driver's look-ahead are in (or at the
-preset's block cadence), with a deadline; between turns, idle frames come at the frame rate,
+preset's block cadence), with a deadline; when the renderer falls behind its deadlines, every
+other frame is rendered and the one between is blended from its neighbours (`interpolated`; it
+goes out once the next is rendered), before the renderer chain falls back; between turns, idle frames come at the frame rate,
 paced from the clock (start + n / fps, never accumulated sleeps); they belong to no audio and do
 not move the clock. Offline (`live=False`): no deadlines, no idle frames, the driver runs once
 over each whole turn and the renderer may plan across it, frames are rendered as they are read.
@@ -37,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE, FrameClock
@@ -132,6 +135,8 @@ class Session:
         self._idle_total = 0  # idle frames ever made: they advance the avatar's idle motion
         self._flush_s: float | None = None
         self._changes_seen = 0
+        self._rate_changes_seen = 0
+        self._between: tuple | None = None  # at half rate: the frame held back until the next is rendered
         self._last_image: np.ndarray | None = None
         self._empty_audio = (SAMPLE_RATE, np.zeros((0, 1), np.float32))
         self._ended = self._closed = False
@@ -198,7 +203,7 @@ class Session:
         with self._lock:
             self._check_open()
             self._out.clear()
-            self._paused = None
+            self._paused = self._between = None
             if self._turn is not None:
                 self._turn = None
                 self._resampler.flush()
@@ -239,7 +244,7 @@ class Session:
                 self.driver.set_driver(get_driver(driver, self.fps))
                 self.driver_name = driver
             if chain is not None:
-                self.chain = chain
+                self.chain, self._rate_changes_seen = chain, 0
             elif renderer:
                 self.chain.switch(renderer)
             self._changes_seen = len(self.chain.changes)
@@ -252,7 +257,8 @@ class Session:
     def _new_chain(self, avatar: AvatarPackage, renderer: str | None = None) -> RenderChain:
         asked, profiles, still, options = self._chain_args
         return RenderChain(avatar, renderer or asked, 1.0 / self.fps, self.driver_name, profiles, still=still,
-                           options=None if renderer else options, now=self.clock.now)
+                           options=None if renderer else options, now=self.clock.now,
+                           halve_when_late=self.live and self.deadlines)
 
     # -- frames out -----------------------------------------------------------------------------
 
@@ -458,30 +464,68 @@ class Session:
         deadline = [max(r, self._due_s(k)) + self.preset.deadline_ms / 1000 if self.deadlines else float("inf")
                     for k, r in enumerate(ready, start=first)]
         self._arrivals.forget_before(self.driver.needed_sample(first + len(rows)))
-        self._out.append(_LiveBlock(first, rows, audio, turn.sample_rate, turn, ready, deadline))
+        self._out.append(_LiveBlock(first, rows, audio, turn.sample_rate, turn, ready, deadline,
+                                    final=self._flush_s is not None))
 
     def _live_frame(self, block: _LiveBlock) -> Frame | None:
-        """Block's next frame rendered now, or repeated / skipped if late or silent; None at its end."""
-        while block.done < len(block.rows):
+        """Block's next frame rendered now, or repeated / skipped if late or silent; None at its end.
+        At half rate every other frame is held back, and goes out blended half and half from its
+        neighbours once the next one is rendered (before it)."""
+        while not block.made and block.done < len(block.rows):
             i, block.done = block.done, block.done + 1
             k, row = block.first + i, block.rows[i]
             if self.clock.now() > block.deadline[i]:
-                block.late += 1
+                block.late += 1 + self._release_between(block, None, None)
                 self.chain.record(True)
                 if self.drop_late:
                     continue
                 image = self._last_image if self._last_image is not None else self._render(k + self._idle_total, row)
             elif self.skip_silent and np.all(np.abs(row) < CLOSED_MOUTH_EPS):
+                block.late += self._release_between(block, None, None)
                 block.silent += 1
                 continue
+            elif self.chain.half_rate and self._between is None and not (block.final and i == len(block.rows) - 1):
+                turn_arrived_s, block.turn.arrived_s = block.turn.arrived_s, None
+                self._between = (k, row, block.audio[i], block.sample_rate, block.ready[i], block.deadline[i],
+                                 turn_arrived_s)
+                continue
             else:
+                previous = self._last_image
                 image = self._render(k + self._idle_total, row)
                 self.chain.record(False)
+                block.late += self._release_between(block, previous, image)
             turn_arrived_s, block.turn.arrived_s = block.turn.arrived_s, None
             start, end = self.frame_clock.frame_span(k)
-            return Frame(k, image, block.audio[i], block.sample_rate, start, end - start, False, self.chain.name,
-                         row, block.ready[i], block.deadline[i], turn_arrived_s=turn_arrived_s)
-        return None
+            block.made.append(Frame(k, image, block.audio[i], block.sample_rate, start, end - start, False,
+                                    self.chain.name, row, block.ready[i], block.deadline[i],
+                                    turn_arrived_s=turn_arrived_s))
+        if not block.made and block.final:  # the turn ends: nothing comes after a frame held back
+            block.late += self._release_between(block, None, None)
+        return block.made.popleft() if block.made else None
+
+    def _release_between(self, block: _LiveBlock, previous: np.ndarray | None, after: np.ndarray | None) -> int:
+        """Queue in `block` the frame held back at half rate, blended from its neighbours' images
+        (rendered itself where one is missing); 1 if it was past its deadline (then dropped or
+        repeated like any late frame), else 0."""
+        held, self._between = self._between, None
+        if held is None:
+            return 0
+        k, row, audio, rate, ready, deadline, turn_arrived_s = held
+        late, interpolated = self.clock.now() > deadline, False
+        if late:
+            self.chain.record(True)
+            if self.drop_late:
+                return 1
+            image = self._last_image if self._last_image is not None else self._render(k + self._idle_total, row)
+        elif previous is None or after is None:
+            image = self._render(k + self._idle_total, row)
+            self.chain.record(False)
+        else:
+            image, interpolated = cv2.addWeighted(previous, 0.5, after, 0.5, 0.0), True
+        start, end = self.frame_clock.frame_span(k)
+        block.made.append(Frame(k, image, audio, rate, start, end - start, False, self.chain.name, row, ready,
+                                deadline, turn_arrived_s=turn_arrived_s, interpolated=interpolated))
+        return int(late)
 
     def _render(self, motion_index: int, row: np.ndarray, timed: bool = True) -> np.ndarray:
         self._last_image = fit(self.chain.render(motion_index, row, timed=timed), self.size)
@@ -503,8 +547,10 @@ class Session:
 
     def _changes(self) -> list[Notice]:
         new = self.chain.changes[self._changes_seen :]
-        self._changes_seen = len(self.chain.changes)
-        return [Notice("fallback", asdict(c)) for c in new]
+        rates = self.chain.rate_changes[self._rate_changes_seen :]
+        self._changes_seen, self._rate_changes_seen = len(self.chain.changes), len(self.chain.rate_changes)
+        return [Notice("fallback", asdict(c)) for c in new] + [
+            Notice("render_rate", {"halfRate": r.half_rate, "renderer": r.renderer, "detail": r.detail}) for r in rates]
 
 
 @dataclass
@@ -562,9 +608,11 @@ class _LiveBlock:
     turn: _Turn
     ready: list[float]
     deadline: list[float]
+    final: bool = False  # made at the end of its turn: nothing comes after it
     done: int = 0
     late: int = 0
     silent: int = 0
+    made: deque = field(default_factory=deque)  # frames made and not yet handed out (at half rate, two at once)
 
     def notices(self, drop_late: bool) -> list[Notice]:
         """What was not rendered: late (dropped, or repeated the last image) and silent frames."""

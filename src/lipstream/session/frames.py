@@ -31,7 +31,8 @@ class Frame:
     ready_s / deadline_s: session-clock seconds when it could first be made and after which it
     is stale (inf offline). turn_arrived_s: on the first frame made of a live turn, when the
     turn's first audio arrived (session clock; a transport's time to first frame is its send time
-    minus this); None on every other frame.
+    minus this); None on every other frame. interpolated: not rendered but blended from the
+    frames before and after it (the renderer fell behind and renders every other frame).
     """
 
     index: int
@@ -46,6 +47,7 @@ class Frame:
     ready_s: float = 0.0
     deadline_s: float = float("inf")
     turn_arrived_s: float | None = None
+    interpolated: bool = False
     time_base: Fraction = TIME_BASE
 
     @property
@@ -61,8 +63,8 @@ class Frame:
 @dataclass
 class Notice:
     """Something a transport may tell its client: turn_started, turn_ended, interrupted,
-    fallback (detail: from_renderer, to_renderer, reason, detail), switched, or dropped
-    (detail: count, reason "late" or "silent")."""
+    fallback (detail: from_renderer, to_renderer, reason, detail), render_rate (detail:
+    halfRate, renderer, detail), switched, or dropped (detail: count, reason "late" or "silent")."""
 
     event: str
     detail: dict = field(default_factory=dict)

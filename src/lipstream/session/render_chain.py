@@ -10,7 +10,13 @@ stays in use. If it can't keep up (MAX_MISSES of the last MISS_WINDOW_FRAMES fra
 deadline, or its mean render time over the last MISS_WINDOW_FRAMES frames of speech is longer
 than a frame period), the session also moves down the chain. A mean, not a count of slow
 frames: on a shared machine single renders are stretched by preemption without the renderer
-falling behind. Idle frames are not timed: nothing waits on them. `switch` changes renderer on request mid-session. Every change is
+falling behind. Idle frames are not timed: nothing waits on them. A chain made with
+`halve_when_late` first renders every other frame (`half_rate`; the session blends the frames
+between): HALF_RATE_MISSES missed deadlines, or a mean render time over a frame period, halve
+the rate, and a render then has two frame periods; only MAX_MISSES misses, or a mean over two
+periods, at half rate move down the chain (the next renderer starts at full rate). At half rate,
+a window of renders whose mean is under RECOVER_SHARE of a frame period brings full rate back.
+Each change of rate is a `RateChange` in `rate_changes`. `switch` changes renderer on request mid-session. Every change is
 returned as a `Fallback` record for the status message and the metrics. Render times are read
 from the session's clock (`now`), never from the wall clock directly.
 
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 CHAIN = ("bank", "warp", "static")
 MISS_WINDOW_FRAMES = 25
 MAX_MISSES = 8
+HALF_RATE_MISSES = 4
+RECOVER_SHARE = 0.6
 AUTO_MAX_SYNC_MS = 80.0
 
 Step = tuple[str, dict]  # a renderer's name and its options (the neural renderer's arch and variant)
@@ -54,14 +62,24 @@ class Fallback:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class RateChange:
+    """Rendering every other frame (`half_rate` True) or every frame again, and why."""
+
+    half_rate: bool
+    renderer: str
+    detail: str
+
+
 class RenderChain:
     """Renders frames with the first renderer of the chain that works for the avatar."""
 
     def __init__(self, avatar: AvatarPackage, renderer: str, frame_period_s: float, driver: str = "",
                  profiles: list[Profile] | None = None, *, still: bool = False, options: dict | None = None,
-                 now: Callable[[], float] = time.monotonic):
+                 now: Callable[[], float] = time.monotonic, halve_when_late: bool = False):
         """`options` go to the named renderer (e.g. the neural renderer's arch and variant);
-        `still` to every renderer of the chain; `now` is the session's clock (monotonic s)."""
+        `still` to every renderer of the chain; `now` is the session's clock (monotonic s);
+        `halve_when_late`: render every other frame before moving down the chain."""
         self.avatar = avatar
         self.frame_period_s = frame_period_s
         self.still = still
@@ -70,6 +88,9 @@ class RenderChain:
         self.reason = ""  # why `auto` chose what it chose
         self._misses: deque[bool] = deque(maxlen=MISS_WINDOW_FRAMES)
         self._render_s: deque[float] = deque(maxlen=MISS_WINDOW_FRAMES)
+        self.halve_when_late = halve_when_late
+        self.half_rate = False
+        self.rate_changes: list[RateChange] = []
         steps = auto_steps(avatar, 1.0 / frame_period_s, driver, profiles) if renderer == "auto" and profiles else None
         if steps:
             (name, options), self.reason = steps[0]
@@ -113,19 +134,38 @@ class RenderChain:
             for i in range(done, len(rows)):
                 yield self.render(first + i, rows[i])
     def record(self, missed: bool) -> None:
-        """Count a frame that missed (or made) its deadline; too many misses move down the chain."""
+        """Count a frame that missed (or made) its deadline; too many misses halve the rate (with
+        `halve_when_late`) or move down the chain."""
         self._misses.append(missed)
-        if sum(self._misses) >= MAX_MISSES and self._next() is not None:
-            self._fall_back("deadline", f"{sum(self._misses)} of the last {len(self._misses)} frames were late")
+        misses = sum(self._misses)
+        detail = f"{misses} of the last {len(self._misses)} frames were late"
+        if self.halve_when_late and not self.half_rate and misses >= HALF_RATE_MISSES:
+            self._set_half_rate(True, detail)
+        elif misses >= MAX_MISSES and self._next() is not None:
+            self._fall_back("deadline", detail)
 
     def _timed(self, seconds: float) -> None:
-        """Count a render's time; a window whose mean exceeds the frame period moves down the chain."""
+        """Count a render's time; a window whose mean exceeds the time a render has halves the
+        rate (with `halve_when_late`) or moves down the chain; at half rate, a quick window brings
+        full rate back."""
         self._render_s.append(seconds)
-        full = len(self._render_s) == self._render_s.maxlen
-        if full and sum(self._render_s) / len(self._render_s) > self.frame_period_s and self._next() is not None:
-            self._fall_back("deadline", f"rendering took {1000 * sum(self._render_s) / len(self._render_s):.0f} ms "
-                            f"a frame on average over the last {len(self._render_s)} (a frame lasts "
-                            f"{1000 * self.frame_period_s:.0f} ms)")
+        if len(self._render_s) < self._render_s.maxlen:
+            return
+        mean = sum(self._render_s) / len(self._render_s)
+        detail = (f"rendering took {1000 * mean:.0f} ms a frame on average over the last {len(self._render_s)} "
+                  f"(a frame lasts {1000 * self.frame_period_s:.0f} ms)")
+        if self.halve_when_late and not self.half_rate and mean > self.frame_period_s:
+            self._set_half_rate(True, detail)
+        elif mean > self.frame_period_s * (2 if self.half_rate else 1) and self._next() is not None:
+            self._fall_back("deadline", detail)
+        elif self.half_rate and mean < RECOVER_SHARE * self.frame_period_s:
+            self._set_half_rate(False, detail)
+
+    def _set_half_rate(self, half: bool, detail: str) -> None:
+        self.half_rate = half
+        self._misses.clear()
+        self._render_s.clear()
+        self.rate_changes.append(RateChange(half, self.name, detail))
 
     def switch(self, name: str) -> None:
         """Use renderer `name` from the next frame on (NotSupportedError if it can't be used)."""
@@ -135,6 +175,8 @@ class RenderChain:
         self._misses.clear()
         self._render_s.clear()
         self.changes.append(Fallback(previous, self.name, "request"))
+        if self.half_rate:
+            self._set_half_rate(False, f"switched to {self.name}")
 
     def _create(self, name: str, options: dict) -> Renderer:
         return create_renderer(name, self.avatar, still=self.still, **options)
@@ -165,6 +207,8 @@ class RenderChain:
             self._misses.clear()
             self._render_s.clear()
             self.changes.append(Fallback(previous, name, reason, detail))
+            if self.half_rate:  # the next renderer starts at full rate
+                self._set_half_rate(False, f"{name} took over from {previous}")
             return
         raise RenderFailedError(f"every renderer failed (last: {previous}: {detail}); the session can't go on")
 

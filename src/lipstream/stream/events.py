@@ -25,6 +25,7 @@ class FrameOut:
     turn_arrived_s: on a turn's first frame, when its first audio arrived (else None).
     audio: with `frame_audio` on, the exact audio the frame shows as interleaved PCM16 at
     `sample_rate` with `channels` (empty for idle frames); otherwise empty.
+    interpolated: blended from its neighbours, not rendered (the renderer was at half rate).
     """
 
     index: int
@@ -41,6 +42,7 @@ class FrameOut:
     audio: bytes = b""
     sample_rate: int = 0
     channels: int = 0
+    interpolated: bool = False
 
 
 @dataclass
@@ -56,7 +58,7 @@ class AudioOut:
 
 @dataclass
 class Status:
-    """A change the client should know of: turn_started, turn_ended, fallback, switched."""
+    """A change the client should know of: turn_started, turn_ended, fallback, render_rate, switched."""
 
     event: str
     detail: dict = field(default_factory=dict)

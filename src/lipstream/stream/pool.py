@@ -94,6 +94,10 @@ class SessionHandle:
     def request_keyframe(self) -> None:
         self._command(("keyframe", self.session_id))
 
+    def set_level(self, level) -> None:
+        """Frames go out at this `OutputLevel` from the next one the worker makes."""
+        self._command(("level", self.session_id, level))
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -409,6 +413,8 @@ class _Host:
                 self._send_events(session_id, self._switch(session_id, *args[1:]))
             elif kind == "keyframe":
                 self._call(session_id, "request_keyframe")
+            elif kind == "level":
+                self._call(session_id, "set_level", args[1])
             elif kind == "close":
                 self.sessions.pop(session_id, None)
         self._process_dirty(dirty)

@@ -9,7 +9,9 @@ frames into encoded `FrameOut`s (JPEG, H.264, or raw RGB for WebRTC) and its not
 with its pts. With `frame_audio` (WebRTC) each frame carries its own exact audio instead, and a
 late frame is sent with the last image rather than dropped, so no audio is lost. Silence,
 look-ahead, deadlines (late frames are dropped for a socket: it has a frame budget), idle
-frames, fallback and resizing are all the session's.
+frames, fallback and resizing are all the session's. What goes on the wire can be lowered for a
+slow link (`set_level`: JPEG quality and scale, frames per second); frames left out for the
+frame rate are counted as `Dropped(n, "thinned")`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lipstream.errors import NotSupportedError
 from lipstream.session import Clock, Frame, Notice, Preset, Session
 from lipstream.session.presets import DEFAULT_PRESET
 from lipstream.stream.audio_in import AudioFormat
-from lipstream.stream.encode import FORMATS, RAW, make_encoder
+from lipstream.stream.encode import FORMATS, RAW, FrameThinner, OutputLevel, make_encoder
 from lipstream.stream.events import AudioOut, Dropped, Event, FrameOut, Status
 
 
@@ -58,6 +60,7 @@ class SessionPipeline:
                                idle_frames=config.idle_frames, drop_late=not config.frame_audio, skip_silent=not (config.idle_frames if config.silent_frames is None else config.silent_frames),
                                even_size=config.format == "h264")
         self.encoder = make_encoder(config.format, self.session.size, self.session.fps, self.session.preset)
+        self.thinner = FrameThinner(self.session.fps)
 
     def info(self) -> dict:
         """What the session runs with (sent to the client when it starts)."""
@@ -87,8 +90,15 @@ class SessionPipeline:
     def process(self, limit: int | None = None) -> list[Event]:
         """What the session has ready now (frames, turns, fallbacks, drops), at most `limit`
         frames (each rendered as it is taken: a caller that sends them one by one sends the first
-        after one render, not after the whole block)."""
-        return [self._event(item) for item in self.session.poll(limit)]
+        after one render, not after the whole block); frames left out for a lower frame rate are
+        counted as one `Dropped(n, "thinned")` at the end."""
+        events, thinned = [], 0
+        for item in self.session.poll(limit):
+            if isinstance(item, Frame) and not self.thinner.keep():
+                thinned += 1
+                continue
+            events.append(self._event(item))
+        return events + ([Dropped(thinned, "thinned")] if thinned else [])
 
     tick = process  # time passing: a quiet turn ends, an idle frame falls due
 
@@ -109,6 +119,11 @@ class SessionPipeline:
             self.config.avatar = avatar.name
         return self.process()
 
+    def set_level(self, level: OutputLevel) -> None:
+        """Frames from the next one on go out at `level` (quality, scale, frame rate)."""
+        self.encoder.set_level(level)
+        self.thinner.set_fps(level.fps)
+
     def request_keyframe(self) -> None:
         """Make the next frame independently decodable (frames were dropped downstream)."""
         self.encoder.request_keyframe()
@@ -118,7 +133,7 @@ class SessionPipeline:
             data, key = self.encoder.encode(item.image, item.pts)
             audio = (to_pcm16(item.audio), item.sample_rate, item.channels) if self.config.frame_audio else (b"", 0, 0)
             return FrameOut(item.index, item.pts, item.span, data, key, item.idle, item.ready_s, item.deadline_s,
-                            item.renderer, item.mouth, item.turn_arrived_s, *audio)
+                            item.renderer, item.mouth, item.turn_arrived_s, *audio, item.interpolated)
         if item.event == "dropped":
             return Dropped(item.detail["count"], item.detail["reason"])
         return Status(item.event, item.detail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,12 +24,15 @@ class SessionStats:
     idle_frames_sent: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason ("late", "slow_client") -> frames
     silent_skipped: int = 0  # frames of silence not made because idle frames are off
+    thinned: int = 0  # frames left out to lower the frame rate for a slow link
+    interpolated: int = 0  # frames sent that were blended from their neighbours (renderer at half rate)
     fallbacks: int = 0
     errors: int = 0
     renderer: str = ""
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))
     audio_quality: AudioQuality = field(default_factory=AudioQuality)  # of the audio received
     first_frames_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW_FRAMES))  # per turn
+    quality: Callable[[], dict] | None = None  # the adaptive quality's figures, where there is one
 
     def sent(self, latency_ms: float, idle: bool) -> None:
         self.frames_sent += 1
@@ -50,6 +54,8 @@ class SessionStats:
             "framesDropped": sum(self.dropped.values()),
             "droppedByReason": dict(self.dropped),
             "silentFramesSkipped": self.silent_skipped,
+            "framesThinned": self.thinned,
+            "framesInterpolated": self.interpolated,
             "fallbacks": self.fallbacks,
             "errors": self.errors,
             "renderer": self.renderer,
@@ -57,6 +63,7 @@ class SessionStats:
             "audioQuality": self.audio_quality.snapshot(),
             "firstFrameMs": {"last": round(self.first_frames_ms[-1], 1) if self.first_frames_ms else None,
                              **_percentiles(self.first_frames_ms, (50, 95))},
+            **({"quality": self.quality()} if self.quality is not None else {}),
         }
 
 
