@@ -24,10 +24,27 @@ websockets = pytest.importorskip("websockets")
 
 from ray_local import local_ray  # noqa: F401 (the fixture)
 from lipstream.server.ray_front import GOING_AWAY_S, REPLICA_HEADER  # noqa: E402
+from lipstream.server.ray_router import ROUTING_STATS_PERIOD_S  # noqa: E402
 from lipstream.server.ray_serve import bind_application, lipstream_deployment  # noqa: E402
 from lipstream.server.state import ServerSettings  # noqa: E402
 
 START_TIMEOUT_S = 240
+
+
+def _start_serve(serve, port: int, tries: int = 3) -> None:
+    """serve.start gives its HTTP proxy 60 s to start (a constant of Ray's); with both cores of a
+    2-core machine busy, the proxy's first worker process can take longer than that, and Serve kills
+    it: start again, with Ray's workers warm by then."""
+    import ray
+
+    for attempt in range(tries):
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            return
+        except (ray.exceptions.RayError, TimeoutError):
+            serve.shutdown()
+            if attempt == tries - 1:
+                raise
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +54,7 @@ def serve_app(local_ray, tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    _start_serve(serve, port)
     deployment = lipstream_deployment(ServerSettings(), replicas=2, sessions_per_replica=2)
     serve.run(bind_application(deployment), name="lipstream", route_prefix="/", blocking=False)
     http = f"http://127.0.0.1:{port}"
@@ -128,8 +145,16 @@ def test_four_sessions_split_two_and_two_and_a_fifth_is_refused(serve_app, voice
         assert all(m["audioTimestamp"] == 40 * m["frameIndex"] for m in frames)
 
 
+def settled() -> None:
+    """Wait until every replica has reported its open sockets since the previous test closed its
+    own: the router ranks replicas by those reports, which are up to a period old."""
+    time.sleep(3 * ROUTING_STATS_PERIOD_S)
+
+
 def test_one_scrape_of_metrics_has_every_replica(serve_app):
     from prometheus_client.parser import text_string_to_metric_families
+
+    settled()
 
     async def replicas_of_two_sockets():
         async with websockets.connect(serve_app.url, open_timeout=60) as a, \
@@ -155,6 +180,7 @@ def test_a_job_is_answered_by_every_replica(serve_app, voice):
     from collections import Counter
 
     samples, rate = voice
+    settled()
     base = serve_app.url.replace("ws://", "http://").removesuffix("/ws")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:
