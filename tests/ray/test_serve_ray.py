@@ -31,22 +31,6 @@ from lipstream.server.state import ServerSettings  # noqa: E402
 START_TIMEOUT_S = 240
 
 
-def _start_serve(serve, port: int, tries: int = 3) -> None:
-    """serve.start gives its HTTP proxy 60 s to start (a constant of Ray's); with both cores of a
-    2-core machine busy, the proxy's first worker process can take longer than that, and Serve kills
-    it: start again, with Ray's workers warm by then."""
-    import ray
-
-    for attempt in range(tries):
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            return
-        except (ray.exceptions.RayError, TimeoutError):
-            serve.shutdown()
-            if attempt == tries - 1:
-                raise
-
-
 @pytest.fixture(scope="module")
 def serve_app(local_ray, tmp_path_factory):
     from ray import serve
@@ -54,7 +38,7 @@ def serve_app(local_ray, tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    _start_serve(serve, port)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     deployment = lipstream_deployment(ServerSettings(), replicas=2, sessions_per_replica=2)
     serve.run(bind_application(deployment), name="lipstream", route_prefix="/", blocking=False)
     http = f"http://127.0.0.1:{port}"
