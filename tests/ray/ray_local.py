@@ -1,5 +1,5 @@
 """A local Ray for the tests in this folder (`from ray_local import local_ray`): 2 CPUs, no
-dashboard, auth off, temp dirs; shut down after each module. Skipped with the reason when Ray
+dashboard, auth off, workers at normal priority, temp dirs; shut down after each module. Skipped with the reason when Ray
 isn't installed (`pip install 'lipstream[ray]'`). Not a conftest.py: this folder has no
 __init__.py (one would make `import ray` find it), so a conftest here would shadow tests/conftest.py."""
 
@@ -27,6 +27,7 @@ def local_ray():
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_AUTH_MODE", "disabled")
     mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    mp.setenv("RAY_worker_niceness", "0")  # as `lipstream serve --ray` does; Ray's 15 starves replicas on busy cores
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     yield ray

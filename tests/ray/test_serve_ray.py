@@ -25,7 +25,7 @@ websockets = pytest.importorskip("websockets")
 from ray_local import local_ray  # noqa: F401 (the fixture)
 from lipstream.server.ray_front import GOING_AWAY_S, REPLICA_HEADER  # noqa: E402
 from lipstream.server.ray_router import ROUTING_STATS_PERIOD_S  # noqa: E402
-from lipstream.server.ray_serve import bind_application, lipstream_deployment  # noqa: E402
+from lipstream.server.ray_serve import bind_application, lipstream_deployment, start_serve  # noqa: E402
 from lipstream.server.state import ServerSettings  # noqa: E402
 
 START_TIMEOUT_S = 240
@@ -38,7 +38,7 @@ def serve_app(local_ray, tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve("127.0.0.1", port)
     deployment = lipstream_deployment(ServerSettings(), replicas=2, sessions_per_replica=2)
     serve.run(bind_application(deployment), name="lipstream", route_prefix="/", blocking=False)
     http = f"http://127.0.0.1:{port}"

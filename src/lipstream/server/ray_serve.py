@@ -32,6 +32,10 @@ AUTOSCALE_FILL = 0.75  # with autoscaling: a new replica starts when the average
 UPSCALE_DELAY_S = 5.0
 DOWNSCALE_DELAY_S = 120.0  # a replica is removed after this long under target (its sessions get GOING_AWAY_S)
 LOOK_BACK_S = 10.0  # open sockets are averaged over this long
+# Serve's controller gives a starting HTTP proxy 5 s to answer (then 10, 15, ...) and kills it when
+# it doesn't; with both cores busy the proxy is still importing then, and serve.start gives up
+# after its own 60 s. One wait as long as serve.start's lets a slow proxy finish starting.
+PROXY_READY_TIMEOUT_S = 60
 
 def build_application(settings: ServerSettings, replicas: int, sessions_per_replica: int, num_cpus: float = 1,
                       num_gpus: float = 0, workers_per_replica: int = 1, max_replicas: int | None = None):
@@ -132,10 +136,13 @@ def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, rep
     serve = _serve()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address == LOCAL_RAY:
+        # Ray runs its workers at nice 15 unless told: any other busy process on the machine would
+        # then take the cores from live sessions (and from Serve's proxy while it starts).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(include_dashboard=False)
     else:
         ray.init(address=address)
-    serve.start(http_options={"host": host, "port": port})  # no request_timeout_s: it would end WebSockets
+    start_serve(host, port)
     serve.run(build_application(settings, replicas, sessions_per_replica, num_gpus=gpus_per_replica(settings, num_gpus),
                                 workers_per_replica=workers_per_replica, max_replicas=max_replicas),
               name="lipstream", route_prefix="/")
@@ -148,6 +155,13 @@ def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, rep
         if address != LOCAL_RAY:
             serve.delete("lipstream")  # the cluster goes on; a local Ray ends with its driver
         ray.shutdown()  # (serve.shutdown() here hung for minutes on the 2-core VM)
+
+
+def start_serve(host: str, port: int) -> None:
+    """Start Serve's controller and HTTP proxy on `host`:`port` in the connected Ray."""
+    _serve().start(http_options={"host": host, "port": port},  # no request_timeout_s: it would end WebSockets
+                   controller_options={"runtime_env": {"env_vars": {
+                       "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": str(PROXY_READY_TIMEOUT_S)}}})
 
 
 def _serve():
