@@ -706,6 +706,21 @@ def bench_webrtc(
         raise typer.Exit(1)
 
 
+@bench_app.command("webrtc-probe")
+@friendly
+def bench_webrtc_probe(
+    seconds: Annotated[float, typer.Option(help="Seconds per recording.")] = 10.0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
+) -> None:
+    """A flash/tone test pattern through the server's WebRTC playout to headless Chromium: A/V offset of what it records, and the sender's timestamps."""
+    from lipstream.bench.webrtc_probe import run_webrtc_probe
+
+    out = out or Path("bench/results/webrtc-probe.json")
+    with console.status("sending a test pattern to headless Chromium over WebRTC"):
+        run_webrtc_probe(out=out, seconds=seconds)
+    console.print(out.read_text(), highlight=False)
+
+
 @bench_app.command("attack")
 @friendly
 def bench_attack(
