@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +160,6 @@ async def stream_client(url: str, audio: np.ndarray, preset: str, renderer: str 
     result = ClientResult(preset, clock.frame_count(len(audio)))
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     step = int(CHUNK_S * SAMPLE_RATE)
-    sent_until: list[tuple[int, float]] = []  # (samples sent so far, when)
     arrivals: dict[int, float] = {}
     async with websockets.connect(url, max_size=None, additional_headers=headers) as ws:
         await ws.send(json.dumps({"type": "start", "preset": preset, "renderer": renderer, "width": SIZE_PX,
@@ -170,17 +170,12 @@ async def stream_client(url: str, audio: np.ndarray, preset: str, renderer: str 
             return result
         result.lookahead_ms = started["lookaheadMs"]
         reader = asyncio.create_task(_read(ws, arrivals, result))
-        t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm), step)):
-            await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.monotonic()))
-            await ws.send(_audio_message(n, pcm[i : i + step]))
-            sent_until.append((min(i + step, len(pcm)), time.monotonic()))
+        times = np.array(await send_paced(ws, pcm, CHUNK_S, _audio_message))
         await ws.send(json.dumps({"type": "end"}))
         flush_s = time.monotonic()
         await asyncio.wait_for(reader, 60)
     lookahead = int(result.lookahead_ms * SAMPLE_RATE / 1000)
-    ends = np.array([s for s, _ in sent_until])
-    times = np.array([t for _, t in sent_until])
+    ends = np.minimum(np.arange(1, len(times) + 1) * step, len(pcm))  # samples sent by each chunk's time
     for k, arrived in arrivals.items():
         i = int(np.searchsorted(ends, clock.frame_start(k + 1) + lookahead))
         needed_s = times[i] if i < len(times) else flush_s
@@ -192,6 +187,22 @@ async def stream_client(url: str, audio: np.ndarray, preset: str, renderer: str 
 def _audio_message(sequence: int, pcm16: np.ndarray) -> bytes:
     """Binary audio (docs/protocol.md): kind 1, encoding 1 (pcm16), 1 channel, 16 kHz, sequence."""
     return AUDIO_HEADER.pack(KIND_AUDIO_IN, 1, 1, SAMPLE_RATE, sequence) + pcm16.tobytes()
+
+
+async def send_paced(ws, pcm16: np.ndarray, chunk_s: float, message: Callable[[int, np.ndarray], bytes | str],
+                     first_sequence: int = 0, once_recorded: bool = False) -> list[float]:
+    """Send 16 kHz PCM16 `pcm16` over `ws` in real time, in chunks of `chunk_s` (the last may be
+    shorter), chunk n as `message(first_sequence + n, chunk)`. Paced from one start, never by
+    accumulated sleeps: chunk n goes at start + n * chunk_s, or at start + (n + 1) * chunk_s with
+    `once_recorded` (a live microphone's chunk exists only once recorded). Returns each chunk's
+    send time (monotonic s)."""
+    step = int(chunk_s * SAMPLE_RATE)
+    start, sent = time.monotonic(), []
+    for n, i in enumerate(range(0, len(pcm16), step)):
+        await asyncio.sleep(max(0.0, start + (n + once_recorded) * chunk_s - time.monotonic()))
+        await ws.send(message(first_sequence + n, pcm16[i : i + step]))
+        sent.append(time.monotonic())
+    return sent
 
 
 async def _read(ws, arrivals: dict[int, float], result: ClientResult) -> None:
@@ -271,7 +282,6 @@ async def _first_frames(url: str, preset: str, turns: int) -> tuple[list[float],
     import websockets
 
     pcm = (np.clip(looped_speech(FIRST_FRAME_TURN_S), -1, 1) * 32767).astype("<i2")
-    step = int(CHUNK_S * SAMPLE_RATE)
     firsts: list[float] = []
     stats: dict = {}
     async with websockets.connect(url, max_size=None) as ws:
@@ -281,7 +291,6 @@ async def _first_frames(url: str, preset: str, turns: int) -> tuple[list[float],
             pass  # an idle frame may come before the started status
         sequence = 0
         for _ in range(turns):
-            first_sent = None
             frame_seen: asyncio.Future = asyncio.get_running_loop().create_future()
             flushed: asyncio.Future = asyncio.get_running_loop().create_future()
 
@@ -295,16 +304,12 @@ async def _first_frames(url: str, preset: str, turns: int) -> tuple[list[float],
                         return
 
             reader = asyncio.create_task(read())
-            t0 = time.monotonic()
-            for n, i in enumerate(range(0, len(pcm), step)):
-                await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.monotonic()))
-                await ws.send(_audio_message(sequence, pcm[i : i + step]))
-                sequence += 1
-                first_sent = first_sent or time.monotonic()
+            sent = await send_paced(ws, pcm, CHUNK_S, _audio_message, first_sequence=sequence)
+            sequence += len(sent)
             await ws.send(json.dumps({"type": "flush"}))
             await asyncio.wait_for(reader, 30)
             if frame_seen.done():
-                firsts.append((frame_seen.result() - first_sent) * 1000)
+                firsts.append((frame_seen.result() - sent[0]) * 1000)
             await asyncio.sleep(FIRST_FRAME_PAUSE_S)
         await ws.send(json.dumps({"type": "end"}))
         async for message in ws:
@@ -347,9 +352,7 @@ async def _seed002_client(url: str, audio: np.ndarray) -> tuple[dict, list[float
     import websockets
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    step = int(SEED_CHUNK_S * SAMPLE_RATE)
     frames: dict[int, tuple[float, bytes]] = {}
-    sent: list[float] = []
     idle = 0
     n_frames = FrameClock(FPS).frame_count(len(pcm))
     async with websockets.connect(url, max_size=None) as ws:
@@ -366,17 +369,16 @@ async def _seed002_client(url: str, audio: np.ndarray) -> tuple[dict, list[float
                     if msg["frameIndex"] >= n_frames - 1 and not msg["idle"]:
                         return
 
-        reader = asyncio.create_task(read())
-        t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm), step)):
-            await asyncio.sleep(max(0.0, t0 + (n + 1) * SEED_CHUNK_S - time.monotonic()))  # a chunk once recorded
-            await ws.send(json.dumps({
+        def message(n: int, chunk: np.ndarray) -> str:
+            return json.dumps({
                 "type": "lipsync_audio", "sessionId": "bench-seed-002", "userId": "bench",
-                "audioChunk": {"data": base64.b64encode(pcm[i : i + step].tobytes()).decode(),
+                "audioChunk": {"data": base64.b64encode(chunk.tobytes()).decode(),
                                "timestamp": int(time.time() * 1000), "sequenceNumber": n, "sampleRate": SAMPLE_RATE,
                                "channels": 1, "format": "pcm"},
-                "faceModelId": "default"}))
-            sent.append(time.monotonic())
+                "faceModelId": "default"})
+
+        reader = asyncio.create_task(read())
+        sent = await send_paced(ws, pcm, SEED_CHUNK_S, message, once_recorded=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(reader, 10)
         await asyncio.sleep(1.0)  # anything after the last frame would be an idle frame
@@ -626,7 +628,6 @@ async def throttled_client(url: str, audio: np.ndarray, kbps: float = THROTTLED_
 
     result = ThrottledResult()
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    step = int(CHUNK_S * SAMPLE_RATE)
     port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     t0 = time.monotonic()
     async with ThrottledLink(port, kbps * 1000 / 8) as link, websockets.connect(
@@ -654,9 +655,7 @@ async def throttled_client(url: str, audio: np.ndarray, kbps: float = THROTTLED_
 
         reader = asyncio.create_task(read())
         t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm), step)):
-            await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.monotonic()))
-            await ws.send(_audio_message(n, pcm[i : i + step]))
+        await send_paced(ws, pcm, CHUNK_S, _audio_message)
         result.end_sent_s = time.monotonic() - t0
         await ws.send(json.dumps({"type": "end"}))
         with contextlib.suppress(asyncio.TimeoutError):
