@@ -99,3 +99,31 @@ def test_stretched_single_renders_and_slow_idle_frames_do_not_fall_back(default_
         session.chain.renderer.seconds = 0.12 if i % 8 == 7 else 0.01
         session.poll(limit=1)
     assert session.chain.changes == [] and session.chain.name == "warp"
+
+
+def test_a_photo_is_drawn_at_the_frame_size_not_drawn_big_and_resized(default_avatar):
+    """warp and static draw a photo at the session's frame size (a quarter of the pixels at half
+    the avatar's width); the frame matches the one drawn at the avatar's size and area-averaged
+    down, and landmarks and boxes are scaled with it."""
+    import cv2
+    import numpy as np
+
+    from lipstream.avatar.package import photo_at_size
+
+    width, height = default_avatar.size
+    half = (width // 2, height // 2)
+    small = photo_at_size(default_avatar, half)
+    assert small.size == half and small.frames.shape == (1, half[1], half[0], 3)
+    assert np.allclose(small.landmarks, np.asarray(default_avatar.landmarks) / 2)
+    box, big_box = small.mouth_boxes[0], np.asarray(default_avatar.mouth_boxes[0])
+    assert np.all(np.abs(box - big_box / 2) <= 1)
+    params = np.array([0.8, 0.2, 0.0, 0.5], np.float32)
+    for name in ("warp", "static"):
+        drawn = RenderChain(default_avatar, name, 0.04, size=half).render(30, params)
+        big = RenderChain(default_avatar, name, 0.04).render(30, params)
+        assert drawn.shape == (half[1], half[0], 3) and big.shape == (height, width, 3)
+        reference = cv2.resize(big, half, interpolation=cv2.INTER_AREA).astype(float)
+        psnr = 10 * np.log10(255**2 / np.mean((reference - drawn) ** 2))
+        assert psnr > 35, (name, psnr)
+    # a size not smaller than the avatar's keeps the avatar's own
+    assert RenderChain(default_avatar, "warp", 0.04, size=(width, height)).render(0, params).shape == (height, width, 3)

@@ -22,6 +22,7 @@ import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from lipstream.errors import BadAvatarError
@@ -72,6 +73,32 @@ class AvatarPackage:
     def models(self) -> dict:
         """Trained networks by family and architecture ({"neural": {"lite": {...}}}); {} if none."""
         return {k: v for k, v in (self.manifest.get("models") or {}).items() if k != "version"}
+
+
+def photo_at_size(package: AvatarPackage, size: tuple[int, int]) -> AvatarPackage:
+    """A photo avatar (kind "image") at size (width, height), smaller than its own: its frame
+    area-averaged down, its landmarks and boxes scaled, in memory. A renderer that draws on the
+    photo (warp, static) then draws the pixels a session sends rather than up to 4x as many and
+    a resize after. Aspect ratio as `session.size.output_size` keeps it."""
+    if package.kind != "image":
+        raise ValueError("only a photo avatar is drawn at another size (a video's frames stay mapped)")
+    width, height = package.size
+    if size[0] >= width or size[1] >= height:
+        raise ValueError(f"size {size} is not smaller than the avatar's {package.size}")
+    scale = np.array([size[0] / width, size[1] / height], np.float32)
+    frame = cv2.resize(np.asarray(package.frames[0]), tuple(size), interpolation=cv2.INTER_AREA)
+    mouth_boxes = np.asarray(package.mouth_boxes, np.float64) * np.tile(scale, 2)
+    mouth_boxes = np.hstack([np.floor(mouth_boxes[:, :2]), np.ceil(mouth_boxes[:, 2:])])
+    return AvatarPackage(
+        path=package.path,
+        manifest={**package.manifest, "width": int(size[0]), "height": int(size[1])},
+        frames=frame[None],
+        landmarks=(np.asarray(package.landmarks) * scale).astype(np.float32),
+        face_boxes=(np.asarray(package.face_boxes) * np.tile(scale, 2)).astype(np.float32),
+        mouth_boxes=np.minimum(mouth_boxes, np.tile(size, 2)).astype(np.int32),
+        mouth_masks=np.asarray(package.mouth_masks),
+        bank={},
+    )
 
 
 def release_row(array: np.ndarray, index: int) -> None:

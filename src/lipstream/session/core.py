@@ -258,7 +258,7 @@ class Session:
         asked, profiles, still, options = self._chain_args
         return RenderChain(avatar, renderer or asked, 1.0 / self.fps, self.driver_name, profiles, still=still,
                            options=None if renderer else options, now=self.clock.now,
-                           halve_when_late=self.live and self.deadlines)
+                           halve_when_late=self.live and self.deadlines, size=self.size)
 
     # -- frames out -----------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipstream.avatar.package import AvatarPackage
+from lipstream.avatar.package import AvatarPackage, photo_at_size
 from lipstream.errors import LipstreamError, NotSupportedError, RenderFailedError
 from lipstream.motion.params import MouthTrack
 from lipstream.render.base import Renderer, create_renderer, default_renderer_name
@@ -43,6 +43,7 @@ from lipstream.select import Constraints, Profile, choose, load_history
 log = logging.getLogger(__name__)
 
 CHAIN = ("bank", "warp", "static")
+DRAWN_AT_SIZE = ("warp", "static")  # renderers that draw on the photo itself: given it at the frame size
 MISS_WINDOW_FRAMES = 25
 MAX_MISSES = 8
 HALF_RATE_MISSES = 4
@@ -76,11 +77,16 @@ class RenderChain:
 
     def __init__(self, avatar: AvatarPackage, renderer: str, frame_period_s: float, driver: str = "",
                  profiles: list[Profile] | None = None, *, still: bool = False, options: dict | None = None,
-                 now: Callable[[], float] = time.monotonic, halve_when_late: bool = False):
+                 now: Callable[[], float] = time.monotonic, halve_when_late: bool = False,
+                 size: tuple[int, int] | None = None):
         """`options` go to the named renderer (e.g. the neural renderer's arch and variant);
         `still` to every renderer of the chain; `now` is the session's clock (monotonic s);
-        `halve_when_late`: render every other frame before moving down the chain."""
+        `halve_when_late`: render every other frame before moving down the chain; `size`: the
+        (width, height) of the frames made: a photo avatar smaller than that is drawn at it by
+        DRAWN_AT_SIZE renderers (others draw at the avatar's size; frames are resized after)."""
         self.avatar = avatar
+        small = size is not None and avatar.kind == "image" and size[0] < avatar.size[0] and size[1] < avatar.size[1]
+        self._drawn = photo_at_size(avatar, size) if small else avatar
         self.frame_period_s = frame_period_s
         self.still = still
         self.now = now
@@ -179,7 +185,7 @@ class RenderChain:
             self._set_half_rate(False, f"switched to {self.name}")
 
     def _create(self, name: str, options: dict) -> Renderer:
-        return create_renderer(name, self.avatar, still=self.still, **options)
+        return create_renderer(name, self._drawn if name in DRAWN_AT_SIZE else self.avatar, still=self.still, **options)
 
     def _index(self, name: str, options: dict) -> int:
         """Where (name, options) is in the chain; a renderer not in it is put first."""
