@@ -107,6 +107,7 @@ def test_demo_page_over_webrtc_receives_the_avatar_and_voice(page_server, tmp_pa
     assert page["frame_size"][0] in (128, 192, 256)
     figures = recording_figures(recording)  # decodes, and eval finds an offset (bar: 60 ms, in the bench)
     assert figures["recorded_frames"] >= 6 * 10
+    assert figures["recorded_audio_codec"].startswith("pcm")  # not Opus, whose packets the recorder stamps late
     assert abs(figures["offset_ms"]) <= 1000
     assert figures["eval"]["speech_share"] > 0.3  # the recording's audio is the voice
     deadline = time.monotonic() + 15

@@ -1,6 +1,7 @@
 """`lipstream bench webrtc`: the demo page in headless Chromium talking to a local `serve` over
 WebRTC, its microphone a speech WAV (Chromium's fake capture device). What the page receives
-(avatar and voice, one stream) is recorded with MediaRecorder for `seconds` and measured:
+(avatar and voice, one stream) is recorded with MediaRecorder for `seconds` (PCM audio: Chromium's
+recorder stamps its Opus packets 56 ms late, see `webrtc_probe`) and measured:
 video frames received per second (the page's RTCPeerConnection stats) and `lipstream eval`'s
 A/V offset of the recording. Issue 13's bars: >= 24 fps over 10 s of speech, in sync within 60 ms.
 The avatar is the bundled portrait prepared at 256 px, the size it is sent at.
@@ -148,10 +149,11 @@ def recording_figures(path: Path) -> dict:
     from lipstream.evaluate import evaluate_video_sync
 
     with av.open(str(path)) as container:
+        audio_codec = container.streams.audio[0].codec_context.name if container.streams.audio else None
         times = [float(f.pts * f.time_base) for f in container.decode(video=0) if f.pts is not None]
     fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
     metrics = evaluate_video_sync(path)
-    return {"recorded_frames": len(times), "recorded_fps": round(fps, 2),
+    return {"recorded_frames": len(times), "recorded_fps": round(fps, 2), "recorded_audio_codec": audio_codec,
             "offset_ms": round(float(metrics.offset_ms), 1), "eval": _plain(metrics)}
 
 
