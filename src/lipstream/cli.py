@@ -710,6 +710,8 @@ def bench_webrtc(
 @friendly
 def bench_webrtc_probe(
     seconds: Annotated[float, typer.Option(help="Seconds per recording.")] = 10.0,
+    jitter_target_ms: Annotated[Optional[int], typer.Option(
+        help="The page holds both received tracks at least this long (RTCRtpReceiver.jitterBufferTarget).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results JSON.")] = None,
 ) -> None:
     """A flash/tone test pattern through the server's WebRTC playout to headless Chromium: A/V offset of what it records, and the sender's timestamps."""
@@ -717,7 +719,7 @@ def bench_webrtc_probe(
 
     out = out or Path("bench/results/webrtc-probe.json")
     with console.status("sending a test pattern to headless Chromium over WebRTC"):
-        run_webrtc_probe(out=out, seconds=seconds)
+        run_webrtc_probe(out=out, seconds=seconds, jitter_target_ms=jitter_target_ms)
     console.print(out.read_text(), highlight=False)
 
 

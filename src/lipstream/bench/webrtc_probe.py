@@ -37,12 +37,15 @@ RECORDERS = {"pcm": "video/webm;codecs=vp8,pcm", "opus": "video/webm;codecs=vp8,
 RTP_WRAP = 1 << 32
 
 PAGE = '<video id="v" autoplay playsinline></video>'
-OFFER_JS = """async () => {
+OFFER_JS = """async jitterTargetMs => {
   const pc = window.pc = new RTCPeerConnection();
   pc.addTransceiver("audio", {direction: "recvonly"});
   pc.addTransceiver("video", {direction: "recvonly"});
   const received = window.received = new MediaStream();
-  pc.ontrack = ev => { received.addTrack(ev.track); document.getElementById("v").srcObject = received; };
+  pc.ontrack = ev => {
+    if (jitterTargetMs) ev.receiver.jitterBufferTarget = jitterTargetMs;  // both tracks held at least this long
+    received.addTrack(ev.track); document.getElementById("v").srcObject = received;
+  };
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise(done => {
     if (pc.iceGatheringState === "complete") return done();
@@ -203,7 +206,7 @@ def paired_offsets_ms(flashes: list[float], tones: list[float], within_s: float 
     return out
 
 
-async def _probe(seconds: float) -> dict:
+async def _probe(seconds: float, jitter_target_ms: int | None) -> dict:
     """One connection: settle, then one recording per RECORDERS entry, all at once; figures for each."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from playwright.async_api import async_playwright
@@ -226,7 +229,7 @@ async def _probe(seconds: float) -> dict:
             try:
                 page = await browser.new_page()
                 await page.set_content(PAGE)
-                await pc.setRemoteDescription(RTCSessionDescription(await page.evaluate(OFFER_JS), "offer"))
+                await pc.setRemoteDescription(RTCSessionDescription(await page.evaluate(OFFER_JS, jitter_target_ms), "offer"))
                 audio_sender, video_sender = pc.addTrack(VoiceTrack(playout)), pc.addTrack(video)
                 await pc.setLocalDescription(await pc.createAnswer())
                 await page.evaluate("sdp => window.pc.setRemoteDescription({type: 'answer', sdp})",
@@ -275,8 +278,9 @@ def _playout_difference(stats: dict) -> float | None:
     return None if video is None or audio is None else round(video - audio, 1)
 
 
-def run_webrtc_probe(out: Path, seconds: float = 10.0) -> dict:
-    """Run the probe (module docstring) and write its JSON to `out`."""
+def run_webrtc_probe(out: Path, seconds: float = 10.0, jitter_target_ms: int | None = None) -> dict:
+    """Run the probe (module docstring) and write its JSON to `out`; `jitter_target_ms`: the page
+    asks its receivers to hold both tracks at least this long (`RTCRtpReceiver.jitterBufferTarget`)."""
     try:
         import playwright  # noqa: F401
     except ImportError:
@@ -284,10 +288,11 @@ def run_webrtc_probe(out: Path, seconds: float = 10.0) -> dict:
     if not Path("/usr/bin/chromium").exists():
         raise NotSupportedError("the WebRTC probe needs Debian's chromium: apt-get install chromium")
     load_before = [round(x, 2) for x in os.getloadavg()]
-    figures = asyncio.run(_probe(seconds))
+    figures = asyncio.run(_probe(seconds, jitter_target_ms))
     results = {"machine": machine_info(),
                "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
-               "seconds_per_recording": seconds, "settle_s": SETTLE_S, **figures}
+               "seconds_per_recording": seconds, "settle_s": SETTLE_S,
+               "jitter_target_ms": jitter_target_ms, **figures}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
