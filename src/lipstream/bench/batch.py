@@ -5,7 +5,7 @@ CLIPS held-out clips of CLIP_S seconds, cut one after another from the speech in
 portrait (prepared once, before either run), warp renderer: rendered by one process one after
 another (a ClipRenderer in this process, as a `--workers 1` batch's worker would), then by
 `lipstream batch --ray local --workers 2` (run_batch here, Ray started and stopped inside the
-timing). Each run's wall time and per-clip seconds, the outputs' names, and `lipstream eval`'s
+timing; this process renders clips while Ray and its actors start: `rendered_here` counts them). Each run's wall time and per-clip seconds, the outputs' names, and `lipstream eval`'s
 offset and grade of every Ray output.
 """
 
@@ -77,7 +77,8 @@ def run_batch_bench(media: Path, out: Path | None = None) -> dict:
         rows = run_batch(clips, str(folder / "ray"), ray_address="local", workers=RAY_WORKERS)
         results["ray"] = {"workers": RAY_WORKERS, "wall_s": round(time.perf_counter() - started, 1),
                           "clip_seconds": [r.get("seconds") for r in rows], "ok": sum(r["ok"] for r in rows),
-                          "errors": [r["error"] for r in rows if not r["ok"]]}
+                          "errors": [r["error"] for r in rows if not r["ok"]],
+                          "rendered_here": sum(r.get("worker") == "here" for r in rows)}
         outputs = sorted(p.name for p in (folder / "ray").glob("*.mp4"))
         results["ray"]["outputs"] = outputs
         evals = {}
