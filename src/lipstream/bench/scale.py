@@ -9,7 +9,8 @@ x-lipstream-replica header), frames expected and received, the received frame ra
 every frame's audioTimestamp is its index x 40 ms, and `lipstream eval`'s A/V offset of the
 received frames muxed with the audio it sent. While the four stream, a 5th client must get
 SESSION_LIMIT: the time from its first message to the error. The rounds start once /health
-has answered from every replica. Then the cost of a replica:
+has answered from every replica; after them, the replicas' counts of dropped frames (by
+reason) and of renderers going to half rate and back, from /metrics. Then the cost of a replica:
 memory of the whole process tree (PSS: Ray's processes and the replicas' workers) against a
 plain `lipstream serve`, and a WebSocket ping's round trip through the Serve proxy against the
 plain server's.
@@ -216,6 +217,7 @@ def run_ray_serve_bench(out: Path | None = None, seconds: float = 8.0) -> dict:
         results["warm_up"] = asyncio.run(one_round(server.url, WARM_UP_S, fifth=False))
         results["measured"] = asyncio.run(one_round(server.url, seconds, fifth=True))
         results["bar"] = bar(results["measured"], seconds)
+        results["server_counts_both_rounds"] = server_counts(server.http)
         results["pss_after_sessions_mib"] = tree_pss_mib(server.process.pid)
         results["ping_rtt_ms_through_proxy"] = asyncio.run(ping_rtts(server.url))
         server.stop()
@@ -229,6 +231,25 @@ def run_ray_serve_bench(out: Path | None = None, seconds: float = 8.0) -> dict:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def server_counts(http: str) -> dict:
+    """From /metrics (all replicas merged): frames dropped by reason and renderers' rate
+    changes (half / full), summed over the replicas since they started."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict = {"frames_dropped": {}, "render_rate_changes": {}}
+    for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "lipstream_frames_dropped_total":
+                key, label = "frames_dropped", sample.labels["reason"]
+            elif sample.name == "lipstream_render_rate_changes_total":
+                key, label = "render_rate_changes", sample.labels["rate"]
+            else:
+                continue
+            counts[key][label] = counts[key].get(label, 0) + int(sample.value)
+    return counts
 
 
 def bar(measured: dict, seconds: float) -> dict:
