@@ -126,7 +126,9 @@ class _RayPool(threading.Thread):
                 ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
             elif joined:
                 ray.init(address=self.address, log_to_driver=False)
-            size = max(1, min(self.workers or int(ray.cluster_resources().get("CPU", 1)), len(self.todo) or 1))
+            if not self.todo:  # this process rendered every clip while Ray started
+                return
+            size = max(1, min(self.workers or int(ray.cluster_resources().get("CPU", 1)), len(self.todo)))
             actor = ray.remote(num_cpus=1)(ClipRenderer)
             actors = [actor.remote(*self.setup) for _ in range(size)]
             try:
@@ -144,7 +146,13 @@ class _RayPool(threading.Thread):
 
     def _feed(self, actors: list) -> None:
         ray = self.ray
-        ray.get([a.__ray_ready__.remote() for a in actors])
+        started = [a.__ray_ready__.remote() for a in actors]
+        starting = started
+        while starting:
+            if self.stopping.is_set() or not self.todo:  # nothing left for them (this process took the rest)
+                return
+            _, starting = ray.wait(starting, num_returns=len(starting), timeout=0.25)
+        ray.get(started)  # an actor that failed to start raises here
         self.ready.set()
         running = {}
         idle = list(actors)
