@@ -123,6 +123,7 @@ class _RayPool(threading.Thread):
         ray, joined = self.ray, not self.ray.is_initialized()
         try:
             if self.starts_ray:
+                os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 yields the cores to any other job
                 ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
             elif joined:
                 ray.init(address=self.address, log_to_driver=False)

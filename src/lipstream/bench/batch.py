@@ -63,6 +63,7 @@ def _on_running_ray(clips: list, out: str) -> dict:
 
     from lipstream.batch import run_batch
 
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_batch's local Ray
     ray.init(num_cpus=RAY_WORKERS, include_dashboard=False, log_to_driver=False)
     try:
         started = time.perf_counter()
