@@ -399,7 +399,8 @@ def batch(
     manifest: Annotated[Path, typer.Argument(help="JSONL, one clip a line: {\"id\", \"audio\", \"avatar\", ...render options}.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder or URI prefix (s3://, gs://) for ID.mp4 and results.jsonl.")],
     ray: Annotated[Optional[str], typer.Option(
-        "--ray", help="Render on Ray actors: 'local' starts Ray here, else a cluster address (ray://HOST:10001).")] = None,
+        "--ray", help="Render on Ray actors: 'local' starts Ray here (and renders here while it starts), "
+                      "else a cluster address (ray://HOST:10001).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Processes or actors (default: one per CPU).")] = None,
     avatars: Annotated[Optional[str], typer.Option(
         help="Folder or URI prefix the manifest's avatar names are read from (default: paths, URIs, 'default').")] = None,

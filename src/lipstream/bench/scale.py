@@ -9,7 +9,10 @@ x-lipstream-replica header), frames expected and received, the received frame ra
 every frame's audioTimestamp is its index x 40 ms, and `lipstream eval`'s A/V offset of the
 received frames muxed with the audio it sent. While the four stream, a 5th client must get
 SESSION_LIMIT: the time from its first message to the error. The rounds start once /health
-has answered from every replica. Then the cost of a replica:
+has answered from every replica; after them, the replicas' counts of dropped frames (by
+reason) and of renderers going to half rate and back, from /metrics, and the CPU each part of
+the process tree spent while the 4 streamed (per received frame). The same 4 clients then run
+on a plain `lipstream serve` (2 workers) for comparison. Then the cost of a replica:
 memory of the whole process tree (PSS: Ray's processes and the replicas' workers) against a
 plain `lipstream serve`, and a WebSocket ping's round trip through the Serve proxy against the
 plain server's.
@@ -96,6 +99,25 @@ class RayServeProcess:
         self.process.wait()
 
 
+def cpu_by_part(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of a process and its descendants, by part: `app` (the
+    command itself: the whole plain server but its workers), `render workers`, and with Ray
+    `proxy`, `replicas`, `hub`, `controller`, `ray (other)` (GCS, raylet, agents, monitors)."""
+    import psutil
+
+    parts: dict[str, float] = {}
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times, cmd = proc.cpu_times(), " ".join(proc.cmdline())
+            part = ("app" if proc.pid == pid else "render workers" if "spawn_main" in cmd
+                    else "proxy" if "ProxyActor" in cmd else "hub" if "lipstream-hub" in cmd
+                    else "replicas" if "ServeReplica" in cmd else "controller" if "ServeController" in cmd
+                    else "ray (other)")
+            parts[part] = parts.get(part, 0.0) + times.user + times.system
+    return parts
+
+
 def tree_pss_mib(pid: int) -> float:
     """Proportional set size (MiB) of a process and all its descendants."""
     import psutil
@@ -166,8 +188,11 @@ async def refused_session(url: str, audio: np.ndarray) -> dict:
                 return {"code": msg["code"], "seconds": round(time.monotonic() - t0, 3)}
 
 
-async def one_round(url: str, seconds: float, fifth: bool) -> dict:
+async def one_round(url: str, seconds: float, fifth: bool, cpu_of: int | None = None) -> dict:
+    """4 concurrent seed-002 clients (and a 5th with `fifth`); with `cpu_of` (a server's pid)
+    also the CPU its process tree spent while they streamed, by part (cpu_by_part)."""
     audio = looped_speech(seconds)
+    cpu_before, started_s = (cpu_by_part(cpu_of), time.monotonic()) if cpu_of else (None, None)
     hold = asyncio.Event()
     started = [asyncio.Event() for _ in range(REPLICAS * SESSIONS_PER_REPLICA)]
     tasks = [asyncio.create_task(seed002_session(url, f"bench-{n}", audio, started[n], hold))
@@ -181,11 +206,19 @@ async def one_round(url: str, seconds: float, fifth: bool) -> dict:
     finally:
         hold.set()
     clients = await asyncio.gather(*tasks)
+    cpu = None
+    if cpu_of:
+        frames = sum(len(c["_frames"]) for c in clients)
+        spent = {part: s - cpu_before.get(part, 0.0) for part, s in cpu_by_part(cpu_of).items()}
+        cpu = {"wall_s": round(time.monotonic() - started_s, 1), "frames_received": frames,
+               "cores": {part: round(s / (time.monotonic() - started_s), 3) for part, s in sorted(spent.items())},
+               "ms_per_frame": {part: round(s * 1000 / max(frames, 1), 2) for part, s in sorted(spent.items())},
+               "ms_per_frame_total": round(sum(spent.values()) * 1000 / max(frames, 1), 2)}
     replicas = [c["replica"] for c in clients]
     for client in clients:
         client["eval_offset_ms"] = _offset_of(client.pop("_frames"), audio)
     return {"seconds": seconds, "split": sorted(replicas.count(r) for r in set(replicas)), "clients": clients,
-            "fifth": refusal}
+            "fifth": refusal, **({"cpu": cpu} if cpu else {})}
 
 
 async def ping_rtts(url: str, count: int = PINGS) -> dict:
@@ -214,13 +247,16 @@ def run_ray_serve_bench(out: Path | None = None, seconds: float = 8.0) -> dict:
         results["start_s"], results["all_replicas_up_s"] = round(first, 1), round(every, 1)
         results["pss_idle_mib"] = tree_pss_mib(server.process.pid)
         results["warm_up"] = asyncio.run(one_round(server.url, WARM_UP_S, fifth=False))
-        results["measured"] = asyncio.run(one_round(server.url, seconds, fifth=True))
+        results["measured"] = asyncio.run(one_round(server.url, seconds, fifth=True, cpu_of=server.process.pid))
         results["bar"] = bar(results["measured"], seconds)
+        results["server_counts_both_rounds"] = server_counts(server.http)
         results["pss_after_sessions_mib"] = tree_pss_mib(server.process.pid)
         results["ping_rtt_ms_through_proxy"] = asyncio.run(ping_rtts(server.url))
         server.stop()
         with ServerProcess(max_sessions=REPLICAS * SESSIONS_PER_REPLICA, workers=REPLICAS) as plain:
             results["plain_pss_idle_mib"] = tree_pss_mib(plain.process.pid)
+            asyncio.run(one_round(plain.url, WARM_UP_S, fifth=False))
+            results["plain_measured"] = asyncio.run(one_round(plain.url, seconds, fifth=False, cpu_of=plain.process.pid))
             results["ping_rtt_ms_plain"] = asyncio.run(ping_rtts(plain.url))
         results["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
     finally:
@@ -229,6 +265,25 @@ def run_ray_serve_bench(out: Path | None = None, seconds: float = 8.0) -> dict:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def server_counts(http: str) -> dict:
+    """From /metrics (all replicas merged): frames dropped by reason and renderers' rate
+    changes (half / full), summed over the replicas since they started."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict = {"frames_dropped": {}, "render_rate_changes": {}}
+    for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "lipstream_frames_dropped_total":
+                key, label = "frames_dropped", sample.labels["reason"]
+            elif sample.name == "lipstream_render_rate_changes_total":
+                key, label = "render_rate_changes", sample.labels["rate"]
+            else:
+                continue
+            counts[key][label] = counts[key].get(label, 0) + int(sample.value)
+    return counts
 
 
 def bar(measured: dict, seconds: float) -> dict:

@@ -37,6 +37,12 @@ LOOK_BACK_S = 10.0  # open sockets are averaged over this long
 # after its own 60 s. One wait as long as serve.start's lets a slow proxy finish starting.
 PROXY_READY_TIMEOUT_S = 60
 
+# Ray Serve settings for long-lived sockets carrying 25 messages a second each, read by the
+# processes of a Ray started here (set them on a cluster's nodes yourself, see docs/scale.md):
+# the replica runs our app on its own event loop rather than in a second thread, and the
+# proxy routes on its own loop, so no message crosses between threads' loops on its way.
+SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+
 def build_application(settings: ServerSettings, replicas: int, sessions_per_replica: int, num_cpus: float = 1,
                       num_gpus: float = 0, workers_per_replica: int = 1, max_replicas: int | None = None):
     """The Serve application: `lipstream_deployment`'s replicas and the hub they share."""
@@ -139,6 +145,8 @@ def run_on_ray(address: str, settings: ServerSettings, host: str, port: int, rep
         # Ray runs its workers at nice 15 unless told: any other busy process on the machine would
         # then take the cores from live sessions (and from Serve's proxy while it starts).
         os.environ.setdefault("RAY_worker_niceness", "0")
+        for name, value in SERVE_ENV.items():
+            os.environ.setdefault(name, value)
         ray.init(include_dashboard=False)
     else:
         ray.init(address=address)
