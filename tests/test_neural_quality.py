@@ -63,3 +63,22 @@ def test_gradient_similarity_is_symmetric_and_bounded():
     a, b = textured(0), cv2.GaussianBlur(textured(0), (0, 0), 1.0)
     assert gradient_similarity(a, b, REGION) == gradient_similarity(b, a, REGION)
     assert 0 < gradient_similarity(a, b, REGION) < 1
+
+
+def test_figures_read_only_the_region_and_its_surroundings():
+    """region_quality works on the regions' box: content far from the region changes nothing."""
+    rng = np.random.default_rng(3)
+    reals = [rng.integers(0, 256, (120, 120, 3), dtype=np.uint8) for _ in range(3)]
+    renders = [cv2.GaussianBlur(r, (0, 0), 1.0) for r in reals]
+    region = np.zeros((120, 120), bool)
+    region[40:80, 30:90] = True
+    small = region_quality(renders, reals, [region] * 3)
+
+    def embed(image):
+        canvas = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
+        canvas[100:220, 50:170] = image
+        return canvas
+
+    big_region = np.zeros((300, 260), bool)
+    big_region[100:220, 50:170] = region
+    assert region_quality([embed(r) for r in renders], [embed(r) for r in reals], [big_region] * 3) == small
