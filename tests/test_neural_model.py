@@ -339,3 +339,41 @@ def test_warp_parts_take_the_reference_frame_at_full_resolution():
     soft, _, _ = warp_back_parts(parts, to_crop, blend, frame.shape, frame, to_crop)
     region = np.ones(soft.shape[:2], bool)
     assert laplacian_variance(soft, region) < 1.0 < laplacian_variance(patch, region)
+
+
+def test_texture_gives_a_soft_drawing_the_footages_texture_and_leaves_a_sharp_one_alone():
+    """geometry.Texture: a soft drawing gets the moved reference's bands back up to the real
+    frame's texture strength; a drawing as textured as the real frame gets nothing added."""
+    import cv2
+
+    from lipstream.bench.neural_quality import laplacian_variance
+    from lipstream.neural.geometry import Texture
+
+    rng = np.random.default_rng(1)
+    textured = lambda: np.clip(128 + rng.normal(0, 25, (96, 96, 3)), 0, 255).astype(np.uint8)  # noqa: E731
+    real = textured()
+    soft = cv2.GaussianBlur(real, (0, 0), 2.0)
+    where = np.ones((96, 96), np.float32)
+    region = np.ones((96, 96), bool)
+    texture = Texture(bands=(1.0, 2.0))
+    out = texture.transfer(soft, real, real, where)
+    assert laplacian_variance(soft, region) < 0.2 * laplacian_variance(real, region)
+    assert 0.85 < laplacian_variance(out, region) / laplacian_variance(real, region) < 1.15
+    sharp = textured()  # another texture of the same strength: nothing is missing
+    np.testing.assert_allclose(texture.transfer(sharp, real, real, where), sharp, atol=1)
+
+
+def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
+    """A small face (4 crop pixels per frame pixel): the drawing's finest pattern (a 2-pixel
+    checkerboard) would alias into a coarse pattern; it comes out as the flat mean instead."""
+    from lipstream.neural.geometry import warp_back_parts
+
+    size = 64
+    frame = np.full((40, 40, 3), 128, np.uint8)
+    to_crop = np.array([[4.0, 0, -40], [0, 4.0, -40]])  # frame (10..26) -> crop (0..64)
+    parts = np.full((6, size, size), 0.5, np.float32)
+    parts[5] = 0.0  # all colour
+    parts[:3] = (np.indices((size, size)).sum(0) // 1 % 2).astype(np.float32)
+    patch, _, _ = warp_back_parts(parts, to_crop, np.ones((size, size), np.float32), frame.shape, frame, to_crop)
+    inner = patch[3:-3, 3:-3].astype(np.float32)
+    assert abs(inner.mean() - 127.5) < 8 and inner.std() < 8

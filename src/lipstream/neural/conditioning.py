@@ -14,21 +14,25 @@ from collections import OrderedDict
 
 import numpy as np
 
+from lipstream.errors import NotSupportedError
 from lipstream.face import align
 from lipstream.neural.dataset import lip_controls
-from lipstream.neural.geometry import (CropGeometry, blend_bounds, crop_frame, detail_weight, draw_sketch, warp_back,
-                                       warp_back_parts)
+from lipstream.neural.geometry import (CropGeometry, Texture, blend_bounds, crop_frame, detail_weight, draw_sketch,
+                                       warp_back, warp_back_parts)
 from lipstream.neural.layout import network_input
 from lipstream.neural.references import ReferencePicker
 
 REFERENCE_CACHE = 48  # reference crops kept
+# Warp head's mouth: the drawing given the footage's texture band by band (geometry.Texture), the
+# drawing with fine skin texture off the lips only, or lips and mouth from the moved reference.
+MOUTHS = ("textured", "drawn", "real")
 
 
 class Conditioner:
     """Inputs and compositing of one network (crop `size` pixels) for one AvatarPackage."""
 
     def __init__(self, avatar, geometry: CropGeometry, size: int, reference: int, references: dict | None = None,
-                 mouth: str = "drawn"):
+                 mouth: str = "textured"):
         self.avatar = avatar
         self.geometry = geometry
         self.size = size
@@ -41,7 +45,10 @@ class Conditioner:
         self.reference_frame = np.asarray(avatar.frames[reference])
         self.reference = crop_frame(self.reference_frame, self.transforms[reference], size)
         self._models: dict[int, object] = {}
+        if mouth not in MOUTHS:
+            raise NotSupportedError(f"unknown mouth {mouth!r}; one of: {', '.join(MOUTHS)}")
         self.real_mouth = mouth == "real"
+        self.texture = Texture() if mouth == "textured" else None
         self.picker = ReferencePicker(references["frames"], references["params"]) if references else None
         self._reference_crops: OrderedDict[int, np.ndarray] = OrderedDict()
         self._reference_lips: dict[int, np.ndarray] = {}
@@ -99,15 +106,16 @@ class Conditioner:
         return detail_weight([asked, self._reference_lips[reference]], self.size)
 
     def warp_back(self, i: int, output: np.ndarray, frame_shape: tuple[int, ...], params: np.ndarray | None = None,
-                  reference: int | None = None):
+                  reference: int | None = None, frame: np.ndarray | None = None):
         """The network's output for source frame i, (3, S, S) float in [0, 1] (rgb head) or its
         parts (6, S, S) (warp head: the reference frame it was given, moved at full resolution,
         and its fine texture off the lips when the mouth `params` (4,) are given), warped back
-        into the frame: (patch, box, alpha) for render.compose.paste_region."""
+        into the frame: (patch, box, alpha) for render.compose.paste_region. `frame` (H, W, 3)
+        uint8, the frame drawn into, sets how sharp the texture is (geometry.Texture)."""
         if output.shape[0] != 3:
             r = self.reference_index if reference is None else reference
-            detail = None if params is None else self.detail(i, params, r)
+            detail = None if params is None or self.texture is not None else self.detail(i, params, r)
             return warp_back_parts(output, self.transforms[i], self.blend, frame_shape, np.asarray(self.avatar.frames[r]),
-                                   self.transforms[r], self.bounds, detail, self.real_mouth)
+                                   self.transforms[r], self.bounds, detail, self.real_mouth, self.texture, frame)
         crop = np.clip(output.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return warp_back(crop, self.transforms[i], self.blend, frame_shape, self.bounds)

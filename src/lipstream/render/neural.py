@@ -8,9 +8,12 @@ frame whose mouth is most like the one asked for, whose real pixels it moves at 
 resolution); the drawing is warped back and blended with a feathered mask that fades out inside the hidden region, where the network saw
 the real frame around it, so there is no seam. `render(track)` runs the network in batches.
 
-Mouth (warp head): `mouth="drawn"` (default) takes lips and teeth from the network's drawing
-(closest to the true mouth, softer), `mouth="real"` from the moved reference frame (real lips
-and teeth, as sharp as the footage, but a mouth only like the one asked for): see docs/neural.md.
+Mouth (warp head): `mouth="textured"` (default) takes the network's drawing (closest to the true
+mouth) with the moved reference frame's texture added band by band where the drawing is softer
+than the footage (geometry.Texture: real teeth, lips and skin grain); `mouth="drawn"` the
+drawing with fine texture off the lips only (soft lips and teeth); `mouth="real"` lips and teeth
+from the moved reference frame (as sharp as the footage, but a mouth only like the one asked
+for): see docs/neural.md.
 
 Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU, else the lite one in
 static INT8 (real time on a CPU); any (arch, variant) the package holds can be asked for
@@ -38,7 +41,7 @@ class NeuralRenderer(Renderer):
     name = "neural"
 
     def __init__(self, avatar, *, arch: str = "auto", variant: str = "auto", threads: int | None = None,
-                 mouth: str = "drawn", **options):
+                 mouth: str = "textured", **options):
         super().__init__(avatar, **options)
         from lipstream.neural.conditioning import Conditioner
         from lipstream.neural.geometry import CropGeometry
@@ -70,7 +73,7 @@ class NeuralRenderer(Renderer):
     def composite(self, frame: np.ndarray, i: int, output: np.ndarray, params: np.ndarray, reference: int) -> np.ndarray:
         """Source frame i (H, W, 3) uint8 with the network's output (conditioning.warp_back) for the
         mouth params (4,) and reference frame blended in; a new array."""
-        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference))
+        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference, frame))
 
     def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
         """Frames first.. of `track`, the network run on BATCH frames at a time."""
