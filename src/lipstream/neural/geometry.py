@@ -229,13 +229,11 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     mask = sample(_antialiased(np.ascontiguousarray(parts[5], np.float32), t))
     alpha = sample(np.asarray(blend, np.float32), cv2.BORDER_CONSTANT)
     if texture is not None and not real_mouth:
-        trust = texture.trust(moved, colour, float(align.scale_of(transform)))
-        mask = mask * trust
         drawn = cv2.blendLinear(moved, colour, mask, 1.0 - mask)
         still = cv2.remap(np.asarray(reference_frame), r[0, 0] * map_u + r[0, 1] * map_v + r[0, 2],
                           r[1, 0] * map_u + r[1, 1] * map_v + r[1, 2], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         frame = None if base is None else np.asarray(base)[box[1]:box[3], box[0]:box[2]]
-        return texture.transfer(drawn, moved, still, alpha, frame, trust), box, alpha[..., None]
+        return texture.transfer(drawn, moved, still, alpha, frame), box, alpha[..., None]
     if detail is None:
         return cv2.blendLinear(moved, colour, mask, 1.0 - mask), box, alpha[..., None]
     sigma = DETAIL_SIGMA / float(align.scale_of(transform))
@@ -253,45 +251,33 @@ class Texture:
     """The warp head's result given the footage's own texture, band by band (frame pixels).
 
     The drawing (the mask's mix of colour and moved reference) is split into Gaussian bands
-    (differences of Gaussians at `bands` sigmas, frame pixels) and its base (coarser than the
-    last). In each band the moved reference frame's band is added with the weight that brings
-    the band's energy over the region up to that of the reference frame at its own place,
-    unmoved (a real frame of this person at this scale): w = sqrt(max(E_real - E_drawn, 0) /
-    E_moved), at most MAX_WEIGHT. Coarse bands the network draws well get nothing (the drawing
-    keeps its fidelity), fine bands it draws soft get the real texture (teeth, lips, beard,
-    skin). `flow_smooth` (crop pixels) smooths the flow first: a ragged flow makes ragged edges.
+    (differences of Gaussians at `bands` sigmas, frame pixels; what is coarser stays the
+    drawing's). In each band the moved reference frame's band is added with the weight that
+    brings the band's energy over the region up to a target: that of the reference frame at
+    its own place, unmoved (a real frame of this person at this scale), times (this frame's
+    energy / the reference's, outside the region, where both are real) ** `frame_weight` (a
+    frame softer or sharper than the reference: motion blur, focus, compression). Weight
+    sqrt(max(target - E_drawn, 0) / E_moved), at most `max_weight`; a band the drawing has
+    stronger than the target (ragged edges) is scaled down to it instead. Coarse bands the
+    network draws well get nothing (it keeps its fidelity); fine bands it draws soft get the
+    real texture (teeth, lips, beard, skin grain). `flow_smooth` (crop pixels) smooths the flow
+    first: a ragged flow makes ragged edges. The constants were chosen on 4 of the 9 eval
+    clips' held-out figures (docs/neural.md says which).
     """
 
-    bands: tuple[float, ...] = (1.0, 2.0, 4.0)
+    bands: tuple[float, ...] = (1.0, 2.0)
     flow_smooth: float = 2.0
     max_weight: float = 1.5
     frame_weight: float = 0.5
-    ring: float = 0.0  # frame pixels
-    ghost: float = 0.0  # grey levels
-
-    def trust(self, moved: np.ndarray, colour: np.ndarray, scale: float) -> np.ndarray:
-        """(h, w) float32 in [0, 1]: how far the moved reference may be used, exp(-(d / ghost)^2)
-        with d the grey difference of the moved reference and the colour drawn, smoothed over
-        about a crop pixel; a collar, a jaw edge or a crease the reference has where the drawing
-        has none gets the drawing only."""
-        if self.ghost <= 0:
-            return np.ones(moved.shape[:2], np.float32)
-        d = cv2.cvtColor(moved.astype(np.float32) - colour.astype(np.float32), cv2.COLOR_RGB2GRAY)
-        d = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), max(1.0 / scale, 0.7)))
-        return np.exp(-((d / self.ghost) ** 2)).astype(np.float32)
 
     def transfer(self, drawn: np.ndarray, moved: np.ndarray, still: np.ndarray, where: np.ndarray,
-                 base: np.ndarray | None = None, trust: np.ndarray | None = None) -> np.ndarray:
+                 base: np.ndarray | None = None) -> np.ndarray:
         """drawn, moved, still (h, w, 3) uint8 (the drawing, the moved reference, the unmoved
         reference), where (h, w) float32 the blend weights, base (h, w, 3) uint8 the frame drawn
         into (its pixels outside the region, compared with the reference's there, say how sharp
         this frame is: motion blur, focus) -> (h, w, 3) uint8."""
         images = [im.astype(np.float32) for im in (drawn, moved, still)]
-        ring = where < 0.01
-        if self.ring > 0:  # only the frame's pixels near the region (skin, not the background)
-            near = int(round(self.ring * 2 + 1))
-            ring &= cv2.dilate((where >= 0.01).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (near, near))) > 0
-        ring = ring.astype(np.float32)
+        ring = (where < 0.01).astype(np.float32)
         if base is not None and ring.sum() > 0 and self.frame_weight > 0:
             images.append(base.astype(np.float32))
         out = images[0].copy()
@@ -307,8 +293,7 @@ class Texture:
             if drawn_e > target:  # the drawing is sharper than the footage here (ragged edges): soften it
                 out += (np.sqrt(target / drawn_e) - 1.0) * band[0]
             else:
-                weight = min(np.sqrt((target - drawn_e) / max(moved_e, 1e-6)), self.max_weight)
-                out += (weight if trust is None else weight * trust[..., None]) * band[1]
+                out += min(np.sqrt((target - drawn_e) / max(moved_e, 1e-6)), self.max_weight) * band[1]
             images = blurred
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
