@@ -620,13 +620,14 @@ def bench_neural(
     sheets: Annotated[Path, typer.Option(help="Write a sheet (real | bank | neural crops of the same held-out frames) per avatar into this folder.")] = Path("out/neural-sheets"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/neural-cpu.json"),
     speed_frames: Annotated[int, typer.Option(help="Frames timed per variant on the first avatar (0: no speed figures).")] = 100,
+    speed_only: Annotated[bool, typer.Option(help="Only the speed figures (a timing run), no held-out quality.")] = False,
 ) -> None:
     """Neural renderer on held-out frames (last fifth): fidelity and sharpness against bank, frame-to-frame change, CPU speed."""
-    from lipstream.bench.neural import SPEED_VARIANTS, run_neural_bench, write_results
+    from lipstream.bench.neural import QUALITY_VARIANTS, SPEED_VARIANTS, run_neural_bench, write_results
 
     with console.status(f"measuring {len(avatars)} trained avatar(s)"):
-        write_results(run_neural_bench(avatars, sheets, speed_frames,
-                                       speed_variants=SPEED_VARIANTS if speed_frames else []), out)
+        write_results(run_neural_bench(avatars, sheets, speed_frames, [] if speed_only else QUALITY_VARIANTS,
+                                       SPEED_VARIANTS if speed_frames else []), out)
     console.print(f"[green]wrote[/] {out}")
 
 

@@ -142,11 +142,12 @@ def file_sizes(avatar) -> dict:
 
 def run_neural_bench(avatars: list[Path], sheets: Path | None = None, speed_frames: int = 100,
                      quality_variants=QUALITY_VARIANTS, speed_variants=SPEED_VARIANTS) -> dict:
-    """Held-out quality and a sheet per avatar; render speed of `speed_variants` on the first."""
+    """Held-out quality and a sheet per avatar (none if `quality_variants` is empty); render
+    speed of `speed_variants` (those the package has) on the first."""
     from lipstream.avatar.package import load_package
 
     results: dict = {"machine": machine_info(), "quality": [], "speed": [], "file_bytes": {}}
-    for path in avatars:
+    for path in avatars if quality_variants else []:
         avatar = load_package(path)
         sheet = sheets / f"neural-{avatar.name}.png" if sheets else None
         results["quality"].append(heldout_quality(avatar, list(quality_variants), sheet))
@@ -154,6 +155,8 @@ def run_neural_bench(avatars: list[Path], sheets: Path | None = None, speed_fram
     avatar = load_package(avatars[0])
     results["file_bytes"] = file_sizes(avatar)
     for arch, variant in speed_variants:
+        if arch not in avatar.models.get("neural", {}):  # e.g. a package trained with --arch lite
+            continue
         results["speed"].append({"avatar": avatar.name, **render_speed(avatar, arch, variant, speed_frames)})
         print(json.dumps(results["speed"][-1]), flush=True)
     return results
@@ -174,9 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sheets", type=Path, default=Path("out/neural-sheets"),
                         help="write a sheet (real | bank | neural) per avatar here")
     parser.add_argument("--speed-frames", type=int, default=100, help="frames timed per variant (0: no speed)")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed (a timing run), no quality")
     args = parser.parse_args(argv)
     write_results(run_neural_bench(args.avatars, args.sheets, args.speed_frames,
-                                   speed_variants=SPEED_VARIANTS if args.speed_frames else []), args.out)
+                                   [] if args.speed_only else QUALITY_VARIANTS,
+                                   SPEED_VARIANTS if args.speed_frames else []), args.out)
 
 
 if __name__ == "__main__":
