@@ -43,10 +43,11 @@ async def time_to_first_frame(avatar, replies: int, streamed: bool) -> dict:
     speech = tts_speech(TTFF_REPLY_S)
     for n in range(replies):
         await asyncio.sleep(TTFF_PAUSE_S)
-        for chunk in chunks(speech):
+        start = time.monotonic()
+        for k, chunk in enumerate(chunks(speech)):
             stream.push(chunk, TTS_RATE_HZ)
-            if streamed:
-                await asyncio.sleep(len(chunk) / TTS_RATE_HZ)
+            if streamed:  # chunk k+1 at (k+1) x 20 ms from the first: summed sleeps would come ever later
+                await asyncio.sleep(max(0.0, start + (k + 1) * len(chunk) / TTS_RATE_HZ - time.monotonic()))
         stream.end_reply()
         while len(ttff) < n + 1:
             await asyncio.sleep(0.02)
