@@ -121,7 +121,9 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
         """Each frame's audio once the AudioSource's queue has room for it (so the runner never
         waits there and takes each item when it is handed out); its video frame at the time that
         audio starts to play, less VIDEO_LEAD_FRAMES of a frame; idle frames and the end of a
-        reply after the held video (see the class docstring)."""
+        reply after the held video (see the class docstring). When several video frames are
+        due at once (the event loop stalled), only the latest goes out; the others count as
+        dropped: a burst would sit in the synchronizer's queue and delay all later video."""
         held: deque[tuple[float, rtc.VideoFrame]] = deque()  # (when to hand it out, video)
         audio_end_s = 0.0  # when the audio handed out so far will have played (the AudioSource model)
         generation = self.stream.generation
@@ -135,6 +137,7 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
 
         fetching: asyncio.Future | None = None
         item, item_generation = None, generation
+        skipped = 0  # video frames of the reply left out because a later one was due already
         try:
             while True:
                 if generation != self.stream.generation:  # interrupted: the held video is stale
@@ -143,6 +146,9 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
                 if item is not None and item_generation != generation:
                     item = None
                 if held and held[0][0] <= now():
+                    while len(held) > 1 and held[1][0] <= now():  # after a stall: only the latest due
+                        held.popleft()  # goes out, or the synchronizer's queue keeps the backlog for good
+                        skipped += 1
                     yield held.popleft()[1]
                     continue
                 if item is None:
@@ -161,6 +167,7 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
                         continue
                     out, item = item, None
                     if isinstance(out, ReplyEnd):
+                        out.stats.dropped, skipped = out.stats.dropped + skipped, 0
                         _log_reply(out.stats)
                         yield lk_avatar.AudioSegmentEnd()
                     else:

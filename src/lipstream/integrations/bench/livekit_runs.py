@@ -18,6 +18,8 @@ from livekit.agents.voice.avatar import AvatarRunner, QueueAudioOutput
 from lipstream.integrations.bench import TTS_RATE_HZ, chunks, tts_speech
 from lipstream.integrations.livekit import LipstreamVideoGenerator
 
+KEY_SAMPLES = 16  # samples that look a piece of the published audio up in the reply
+
 
 class Publication:
     def __init__(self, track):
@@ -175,27 +177,31 @@ class ReplyRun:
     def frame_offsets_ms(self) -> np.ndarray:
         """For each of the reply's video frames as published: when it was sent minus when the audio
         of its span (frame n shows the reply's audio from n/fps) started on the published audio
-        track (ms; + = the video is late). Empty if the reply's audio is not found in the track."""
-        heard = self.played.audio
-        track = np.concatenate([a for _, a in heard]) if heard else np.zeros(0, np.int16)
-        starts = np.cumsum([0] + [len(a) for _, a in heard])
+        track (ms; + = the video is late). Each loud piece of the track is found in the reply by
+        its samples (they go through bit for bit), so a piece the recording lost moves nothing;
+        a frame's audio is timed from the last piece found at or before its start."""
         rate = self.played.heard.rate
-        loud = int(np.flatnonzero(np.abs(self.speech.astype(np.int32)) > 1000)[0])
-        probe = self.speech[loud : loud + rate // 50]
-        at = next((p for p in np.flatnonzero(track == probe[0]) if np.array_equal(track[p : p + len(probe)], probe)),
-                  None)
-        if at is None:
+        speech = self.speech
+        at_key: dict[bytes, list[int]] = {}
+        for p in range(len(speech) - KEY_SAMPLES):
+            at_key.setdefault(speech[p : p + KEY_SAMPLES].tobytes(), []).append(p)
+        found: list[tuple[int, float]] = []  # (reply sample, when it played)
+        for sent_s, samples in self.played.audio:
+            if len(samples) < KEY_SAMPLES or np.abs(samples.astype(np.int32)).max() < 1000:
+                continue
+            places = [p for p in at_key.get(samples[:KEY_SAMPLES].tobytes(), [])
+                      if np.array_equal(speech[p : p + len(samples)], samples)]
+            if len(places) == 1:
+                found.append((places[0], sent_s))
+        if not found:
             return np.zeros(0)
-        first = at - loud  # the reply's first sample in the track
-
-        def plays_s(sample: int) -> float:
-            j = int(np.searchsorted(starts, first + sample, side="right")) - 1
-            return heard[j][0] + (first + sample - starts[j]) / rate
-
+        starts = np.array([p for p, _ in found])
         offsets, n = [], 0
         for sent_s, image in self.played.video:
             if n < len(self.reply_images) and _digest(image) == self.reply_images[n]:
-                offsets.append(sent_s - plays_s(round(n * rate / self.fps)))
+                sample = round(n * rate / self.fps)
+                j = max(0, int(np.searchsorted(starts, sample, side="right")) - 1)
+                offsets.append(sent_s - (found[j][1] + (sample - found[j][0]) / rate))
                 n += 1
         return np.array(offsets) * 1000
 
