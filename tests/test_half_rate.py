@@ -86,3 +86,21 @@ def test_without_deadlines_every_frame_is_rendered(default_avatar, speech):
     out = stream(session, clock, speech, 2.0, lambda n: 1.5 / FPS)
     assert not any(i.interpolated for i in out if isinstance(i, Frame))
     assert not [i for i in out if isinstance(i, Notice) and i.event == "render_rate"]
+
+
+def test_at_half_rate_a_turns_first_frame_is_not_held_for_the_next(default_avatar, speech):
+    clock = ManualClock()
+    session = live(default_avatar, clock)
+    stream(session, clock, speech, 4.0, lambda n: 1.5 / FPS)
+    assert session.chain.half_rate
+    clock.advance(1.0)
+    pcm = np.round(np.clip(speech, -1, 1) * 32767).astype(np.int16)
+    step = int(CHUNK_S * SAMPLE_RATE)
+    needed = round((1 / FPS + session.lookahead_s) / CHUNK_S)  # chunks that bring frame 0's span and look-ahead
+    for n in range(needed):
+        frames = [i for i in session.poll() if isinstance(i, Frame)]
+        assert frames == []  # nothing before its audio is in
+        session.push_audio(pcm[n * step : (n + 1) * step], SAMPLE_RATE, arrived_s=clock.now())
+        clock.advance(CHUNK_S)
+    first = [i for i in session.poll() if isinstance(i, Frame)]
+    assert len(first) == 1 and not first[0].interpolated and first[0].turn_arrived_s is not None

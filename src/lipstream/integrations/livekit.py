@@ -42,10 +42,12 @@ __all__ = ["DEFAULT_SAMPLE_RATE", "AvatarSession", "LipstreamVideoGenerator"]
 
 log = logging.getLogger(__name__)
 
-# How long before its audio starts playing a video frame is handed to AvatarRunner: its
-# AVSynchronizer sends it at its next tick (up to 1/fps later, 40 ms at 25 fps) and this
-# generator checks the time only between audio frames (each up to 1/fps apart).
-VIDEO_LEAD_S = 0.04
+# How long before its audio starts playing (in frames) a video frame is handed to AvatarRunner:
+# its AVSynchronizer sends it at its next tick, up to a frame later, so it goes out within half a
+# frame of its audio's start, early or late.
+VIDEO_LEAD_FRAMES = 0.5
+# The audio AvatarRunner's AudioSource queues (s, its default): audio is handed out when it fits.
+RUNNER_AUDIO_QUEUE_S = 0.1
 # The longest `clear_buffer` waits for the runner to take the frame it is pushing (it waits for
 # room in the AudioSource's 100 ms queue).
 CLEAR_WAIT_S = 0.2
@@ -64,10 +66,12 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
 
     `AvatarRunner` pushes what this yields into an `AVSynchronizer`, which sends a video frame at
     its next tick but queues audio in the `AudioSource` (up to 100 ms) before it plays: video and
-    audio are not timestamp-locked there. So each frame's audio is yielded as soon as it is made,
-    and its video frame is held back until that audio starts to play (by the AudioSource's own
-    queue model: audio plays in real time from when it is pushed, after what is queued before
-    it); without that a viewer sees the mouth about 100 ms ahead of the voice.
+    audio are not timestamp-locked there. So each frame's audio is yielded once it fits in the
+    AudioSource's queue, and its video frame is held back until that audio starts to play (by the
+    AudioSource's own queue model: audio plays in real time from when it is pushed, after what is
+    queued before it), less half a frame for the synchronizer's tick; without that a viewer sees
+    the mouth about 100 ms ahead of the voice. The runner then never waits on the queue, so the
+    video goes out when it is due rather than when the runner next asks for something.
     """
 
     def __init__(self, avatar: str | os.PathLike | Avatar = "default", *, driver: str | None = None,
@@ -114,38 +118,79 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
             self._taken.set()
 
     async def _frames(self):
-        """Each frame's audio as soon as it is made; its video frame when that audio starts to
-        play (see the class docstring); idle frames and the end of a reply after the held video."""
-        held: deque[tuple[float, rtc.VideoFrame]] = deque()  # (when its audio starts playing, video)
+        """Each frame's audio once the AudioSource's queue has room for it (so the runner never
+        waits there and takes each item when it is handed out); its video frame at the time that
+        audio starts to play, less VIDEO_LEAD_FRAMES of a frame; idle frames and the end of a
+        reply after the held video (see the class docstring). When several video frames are
+        due at once (the event loop stalled), only the latest goes out; the others count as
+        dropped: a burst would sit in the synchronizer's queue and delay all later video."""
+        held: deque[tuple[float, rtc.VideoFrame]] = deque()  # (when to hand it out, video)
         audio_end_s = 0.0  # when the audio handed out so far will have played (the AudioSource model)
         generation = self.stream.generation
         now = self.stream.clock.now
-        async for item in self.stream:
-            if generation != self.stream.generation:  # interrupted: the held video is stale
-                held.clear()
-                generation = self.stream.generation
-            if isinstance(item, ReplyEnd) or item.idle:  # the reply's last video frames first
-                while held:
-                    await asyncio.sleep(max(0.0, held[0][0] - VIDEO_LEAD_S - now()))
-                    if generation != self.stream.generation:
-                        held.clear()
-                        break
+        lead_s = VIDEO_LEAD_FRAMES / self.stream.fps
+        items = aiter(self.stream)
+
+        async def fetch():
+            item = await anext(items)
+            return item, self.stream.generation  # made after the last interruption before it
+
+        fetching: asyncio.Future | None = None
+        item, item_generation = None, generation
+        skipped = 0  # video frames of the reply left out because a later one was due already
+        try:
+            while True:
+                if generation != self.stream.generation:  # interrupted: the held video is stale
+                    held.clear()
+                    generation = self.stream.generation
+                if item is not None and item_generation != generation:
+                    item = None
+                if held and held[0][0] <= now():
+                    while len(held) > 1 and held[1][0] <= now():  # after a stall: only the latest due
+                        held.popleft()  # goes out, or the synchronizer's queue keeps the backlog for good
+                        skipped += 1
                     yield held.popleft()[1]
-            if isinstance(item, ReplyEnd):
-                _log_reply(item.stats)
-                yield lk_avatar.AudioSegmentEnd()
-                continue
-            video = rtc.VideoFrame(*self.stream.size, rtc.VideoBufferType.RGB24, item.image.tobytes())
-            if item.idle:
-                yield video
-                continue
-            starts_s = max(now(), audio_end_s)
-            held.append((starts_s, video))
-            if len(item.audio):
-                audio_end_s = starts_s + len(item.audio) / item.sample_rate
-                yield _audio_frame(item)
-            while held and held[0][0] <= now() + VIDEO_LEAD_S and generation == self.stream.generation:
-                yield held.popleft()[1]
+                    continue
+                if item is None:
+                    fetching = fetching or asyncio.ensure_future(fetch())
+                    done, _ = await asyncio.wait({fetching}, timeout=held[0][0] - now() if held else None)
+                    if done:
+                        fetching, got = None, fetching
+                        try:
+                            item, item_generation = got.result()
+                        except StopAsyncIteration:
+                            return
+                    continue
+                if isinstance(item, ReplyEnd) or item.idle:  # the reply's last video frames first
+                    if held:
+                        await asyncio.sleep(max(0.0, held[0][0] - now()))
+                        continue
+                    out, item = item, None
+                    if isinstance(out, ReplyEnd):
+                        out.stats.dropped, skipped = out.stats.dropped + skipped, 0
+                        _log_reply(out.stats)
+                        yield lk_avatar.AudioSegmentEnd()
+                    else:
+                        yield self._video(out)
+                    continue
+                seconds = len(item.audio) / item.sample_rate
+                room_s = audio_end_s - (RUNNER_AUDIO_QUEUE_S - seconds)  # when the queue has room for it
+                wait_s = min(room_s, held[0][0] if held else room_s) - now()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                    continue
+                out, item = item, None
+                starts_s = max(now(), audio_end_s)
+                held.append((starts_s - lead_s, self._video(out)))
+                if seconds:
+                    audio_end_s = starts_s + seconds
+                    yield _audio_frame(out)
+        finally:
+            if fetching is not None:
+                fetching.cancel()
+
+    def _video(self, frame: Frame) -> rtc.VideoFrame:
+        return rtc.VideoFrame(*self.stream.size, rtc.VideoBufferType.RGB24, frame.image.tobytes())
 
     def close(self) -> None:
         """Stop rendering; the iterator ends."""

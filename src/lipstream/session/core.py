@@ -470,7 +470,8 @@ class Session:
     def _live_frame(self, block: _LiveBlock) -> Frame | None:
         """Block's next frame rendered now, or repeated / skipped if late or silent; None at its end.
         At half rate every other frame is held back, and goes out blended half and half from its
-        neighbours once the next one is rendered (before it)."""
+        neighbours once the next one is rendered (before it); never a turn's first frame (the one a
+        listener waits for: held back, it would wait for the next frame's audio)."""
         while not block.made and block.done < len(block.rows):
             i, block.done = block.done, block.done + 1
             k, row = block.first + i, block.rows[i]
@@ -484,7 +485,8 @@ class Session:
                 block.late += self._release_between(block, None, None)
                 block.silent += 1
                 continue
-            elif self.chain.half_rate and self._between is None and not (block.final and i == len(block.rows) - 1):
+            elif (self.chain.half_rate and self._between is None and block.turn.arrived_s is None
+                  and not (block.final and i == len(block.rows) - 1)):
                 turn_arrived_s, block.turn.arrived_s = block.turn.arrived_s, None
                 self._between = (k, row, block.audio[i], block.sample_rate, block.ready[i], block.deadline[i],
                                  turn_arrived_s)

@@ -37,8 +37,10 @@ def chunks(samples: np.ndarray, rate: int = TTS_RATE_HZ, seconds: float = TTS_CH
 def write_timed_mp4(path: Path, video: list[tuple[float, np.ndarray]], audio: list[tuple[float, np.ndarray]],
                     rate: int, fps: float) -> Path:
     """An mp4 of what a viewer sees and hears: `video` (time s, RGB image) shown from its time until the
-    next one, sampled at `fps`; `audio` (time s, int16 (n,) samples at `rate`) playing from its time.
-    Time 0 of the file is the first video frame."""
+    next one; `audio` (time s, int16 (n,) samples at `rate`) playing from its time. Time 0 of the
+    file is the first video frame. The file's frame k (shown from k/fps to (k+1)/fps) is the image
+    on screen halfway through that span: sampled at its start, an image sent a moment after its
+    tick (a frame sent at k/fps + 1 ms) would be shown a whole frame late."""
     start = video[0][0]
     end = max(video[-1][0], max((t + len(a) / rate for t, a in audio), default=start))
     track = np.zeros(round((end - start) * rate) + rate, np.int16)
@@ -53,7 +55,7 @@ def write_timed_mp4(path: Path, video: list[tuple[float, np.ndarray]], audio: li
         aus = out.add_stream("aac", rate=rate)
         aus.layout = "mono"
         for k in range(int((end - start) * fps)):
-            shown = video[max(0, np.searchsorted(times, start + k / fps, side="right") - 1)][1]
+            shown = video[max(0, np.searchsorted(times, start + (k + 0.5) / fps, side="right") - 1)][1]
             out.mux(vs.encode(av.VideoFrame.from_ndarray(shown, format="rgb24")))
         out.mux(vs.encode(None))
         frame_len = 1024

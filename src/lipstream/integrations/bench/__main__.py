@@ -24,6 +24,7 @@ from lipstream.integrations.replies import ReplyEnd, ReplyStream
 
 TTFF_REPLY_S = 1.0
 TTFF_PAUSE_S = 0.5
+LONG_REPLY_S = 8.0
 
 
 async def time_to_first_frame(avatar, replies: int, streamed: bool) -> dict:
@@ -42,10 +43,11 @@ async def time_to_first_frame(avatar, replies: int, streamed: bool) -> dict:
     speech = tts_speech(TTFF_REPLY_S)
     for n in range(replies):
         await asyncio.sleep(TTFF_PAUSE_S)
-        for chunk in chunks(speech):
+        start = time.monotonic()
+        for k, chunk in enumerate(chunks(speech)):
             stream.push(chunk, TTS_RATE_HZ)
-            if streamed:
-                await asyncio.sleep(len(chunk) / TTS_RATE_HZ)
+            if streamed:  # chunk k+1 at (k+1) x 20 ms from the first: summed sleeps would come ever later
+                await asyncio.sleep(max(0.0, start + (k + 1) * len(chunk) / TTS_RATE_HZ - time.monotonic()))
         stream.end_reply()
         while len(ttff) < n + 1:
             await asyncio.sleep(0.02)
@@ -67,15 +69,27 @@ async def livekit_figures(avatar, folder: Path) -> dict:
     whole = await run_reply(avatar, 3.0)
     _, position, interrupted = whole.finished
     offset = sync_offset_ms(folder / "livekit.mp4", whole.played.video, whole.played.audio, TTS_RATE_HZ, 25)
+    long = await run_reply(avatar, LONG_REPLY_S)
+    long_offset = sync_offset_ms(folder / "livekit-long.mp4", long.played.video, long.played.audio, TTS_RATE_HZ, 25)
     cut = await run_reply(avatar, 3.0, clear_at_s=0.8)
     _, cut_position, cut_interrupted = cut.finished
-    return {"avatar": str(avatar), "renderers": whole.renderers + cut.renderers, "reply_s": 3.0,
+    return {"avatar": str(avatar), "renderers": whole.renderers + long.renderers + cut.renderers, "reply_s": 3.0,
             "reply_video_frames": whole.reply_video_frames,
             "playback_finished_s": round(position, 3), "interrupted": interrupted,
-            "audio_identical": bool(np.array_equal(np.concatenate([a for _, a in whole.played.audio]), whole.speech)),
+            "audio_identical": bool(np.array_equal(np.concatenate(whole.played.sent_audio), whole.speech)),
             "idle_fps_before": whole.idle_fps_before, "idle_fps_after": whole.idle_fps_after,
-            "sync_offset_ms": round(offset, 1),
+            "sync_offset_ms": round(offset, 1), "frame_offset_ms": _spread(whole.frame_offsets_ms()),
+            "long_reply_s": LONG_REPLY_S, "long_sync_offset_ms": round(long_offset, 1),
+            "long_frame_offset_ms": _spread(long.frame_offsets_ms()),
             "clear_at_s": 0.8, "cleared_position_s": round(cut_position, 3), "cleared_interrupted": cut_interrupted}
+
+
+def _spread(ms: np.ndarray) -> dict:
+    """Median and 5th / 95th percentiles (ms) of per-frame offsets, and how many frames."""
+    if not len(ms):
+        return {"frames": 0}
+    return {"frames": len(ms), "p50": round(float(np.median(ms)), 1), "p5": round(float(np.percentile(ms, 5)), 1),
+            "p95": round(float(np.percentile(ms, 95)), 1)}
 
 
 async def pipecat_figures(avatar, folder: Path) -> dict:
