@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lipstream.audio.clock import SAMPLE_RATE, FrameClock
-from lipstream.bench.load import FPS, SEED_CHUNK_S, ServerProcess, _offset_of, _percentiles
+from lipstream.bench.load import FPS, SEED_CHUNK_S, ServerProcess, _offset_of, _percentiles, send_paced
 from lipstream.bench.machine import machine_info
 from lipstream.bench.render import looped_speech
 
@@ -137,7 +137,6 @@ async def seed002_session(url: str, name: str, audio: np.ndarray, started: async
     import websockets
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    step = int(SEED_CHUNK_S * SAMPLE_RATE)
     n_frames = FrameClock(FPS).frame_count(len(pcm))
     frames: dict[int, tuple[float, bytes]] = {}
     on_clock, errors = True, []
@@ -159,11 +158,8 @@ async def seed002_session(url: str, name: str, audio: np.ndarray, started: async
                         return
 
         reader = asyncio.create_task(read())
-        t0 = time.monotonic()
         with contextlib.suppress(websockets.ConnectionClosed):
-            for n, i in enumerate(range(0, len(pcm), step)):
-                await asyncio.sleep(max(0.0, t0 + (n + 1) * SEED_CHUNK_S - time.monotonic()))
-                await ws.send(_lipsync_audio(name, n, pcm[i : i + step]))
+            await send_paced(ws, pcm, SEED_CHUNK_S, lambda n, chunk: _lipsync_audio(name, n, chunk), once_recorded=True)
         with contextlib.suppress(asyncio.TimeoutError, websockets.ConnectionClosed):
             await asyncio.wait_for(reader, 15)
         await hold.wait()
