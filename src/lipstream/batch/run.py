@@ -120,12 +120,12 @@ class _RayPool(threading.Thread):
         self.results: queue.Queue = queue.Queue()
 
     def run(self) -> None:
-        ray, joined = self.ray, not self.ray.is_initialized()
+        ray, initialised_here = self.ray, not self.ray.is_initialized()
         try:
             if self.starts_ray:
                 os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 yields the cores to any other job
                 ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            elif joined:
+            elif initialised_here:
                 ray.init(address=self.address, log_to_driver=False)
             if not self.todo:  # this process rendered every clip while Ray started
                 return
@@ -141,7 +141,7 @@ class _RayPool(threading.Thread):
             self.results.put(exc)
         finally:
             self.ready.set()
-            if joined:
+            if initialised_here:
                 ray.shutdown()
             self.results.put(None)
 
