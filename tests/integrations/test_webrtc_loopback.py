@@ -1,6 +1,6 @@
 """The Pipecat plugin behind a real SmallWebRTC transport, to an in-process aiortc client over
-loopback (host candidates only, no network): what a browser would receive, reassembled by arrival
-time into an mp4 and measured with lipstream eval."""
+loopback (host candidates only, no network): what a browser would receive, reassembled by when each
+frame's first packet arrived into an mp4 and measured with lipstream eval."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Pipecat plugin in Pipecat's own test pipeline (`run_test`) and behind a real SmallWebRTC
 transport, talking over loopback (host candidates only, no network) to an in-process aiortc
-client that notes when each frame arrives: what a browser would receive."""
+client that notes when each frame's packets arrive: what a browser would receive and show."""
 
 from __future__ import annotations
 
@@ -47,7 +47,13 @@ async def run_service(service: LipstreamVideoService, frames: list) -> list:
 
 
 class Client:
-    """A browser stand-in: receives the bot's audio and video and notes when each frame arrived."""
+    """A browser stand-in: receives the bot's audio and video and notes when each frame reached it.
+
+    A frame's time is when its first RTP packet arrived, not when aiortc's receiver hands it out:
+    that receiver holds audio until 4 more packets are in (80 ms) and video until the next frame
+    starts (40 ms at 25 fps), a 40 ms skew of its own. A browser lines audio and video up by the
+    sender's clock (RTP timestamps and RTCP sender reports), which on loopback is the packets'
+    arrival."""
 
     def __init__(self):
         self.pc = RTCPeerConnection()
@@ -57,20 +63,39 @@ class Client:
         self.pc.on("track", self._on_track)
 
     def _on_track(self, track) -> None:
-        self.tasks.append(asyncio.ensure_future(self._record(track)))
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+        arrivals = self._note_arrivals(receiver)
+        self.tasks.append(asyncio.ensure_future(self._record(track, arrivals)))
 
-    async def _record(self, track) -> None:
+    @staticmethod
+    def _note_arrivals(receiver) -> dict[int, float]:
+        """{RTP timestamp since the first packet's: perf_counter s of its first packet} for `receiver`,
+        filled as packets come (the receiver maps frame pts the same way)."""
+        arrivals: dict[int, float] = {}
+        first: list[int] = []
+        handle = receiver._handle_rtp_packet
+
+        async def noted(packet, arrival_time_ms):
+            if not first:
+                first.append(packet.timestamp)
+            arrivals.setdefault((packet.timestamp - first[0]) % (1 << 32), time.perf_counter())
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = noted
+        return arrivals
+
+    async def _record(self, track, arrivals: dict[int, float]) -> None:
         while True:
             try:
                 frame = await track.recv()
             except Exception:  # the track ended
                 return
-            now = time.perf_counter()
+            arrived = arrivals.get(frame.pts, time.perf_counter())
             if track.kind == "video":
-                self.video.append((now, frame.to_ndarray(format="rgb24")))
+                self.video.append((arrived, frame.to_ndarray(format="rgb24")))
             else:
                 samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
-                self.audio.append((now, samples.astype(np.int16), frame.sample_rate))
+                self.audio.append((arrived, samples.astype(np.int16), frame.sample_rate))
 
     async def offer(self) -> RTCSessionDescription:
         self.pc.addTransceiver("audio", direction="recvonly")
