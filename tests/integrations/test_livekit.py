@@ -19,7 +19,7 @@ from livekit import rtc  # noqa: E402
 from livekit.agents.voice.avatar import QueueAudioOutput  # noqa: E402
 
 from lipstream.integrations.bench.livekit_runs import Room, run_reply  # noqa: E402
-from lipstream.integrations.livekit import AvatarSession  # noqa: E402
+from lipstream.integrations.livekit import RUNNER_AUDIO_QUEUE_S, AvatarSession, _AudioQueue, _HeldVideo  # noqa: E402
 
 # The bar is 40 ms, measured by `python -m lipstream.integrations.bench` (docs/integrations.md); this
 # real-time run shares 2 cores with the rest of the suite, whose load delays frames by tens of ms,
@@ -94,3 +94,21 @@ def test_avatar_session_becomes_the_agents_audio_output_at_its_tts_rate(small_av
     assert len(room.local_participant.published) == 2  # its audio and video tracks
     assert len(finished) == 1 and abs(finished[0].playback_position - 0.6) <= 0.05
     assert avatar.runner is None
+
+
+def test_audio_queue_model_plays_pushes_back_to_back_and_has_room_when_they_fit():
+    queue = _AudioQueue()
+    assert queue.play(10.0, 0.04) == 10.0  # empty: plays at once
+    assert queue.play(10.01, 0.04) == pytest.approx(10.04)  # after what is queued
+    assert queue.room_at(0.04) == pytest.approx(10.08 - (RUNNER_AUDIO_QUEUE_S - 0.04))
+    assert queue.play(11.0, 0.0) == 11.0 and queue.end_s == pytest.approx(10.08)  # no audio: nothing queued
+
+
+def test_held_video_after_a_stall_sends_only_the_latest_due_frame_and_counts_the_rest():
+    held = _HeldVideo()
+    for k in range(4):
+        held.hold(1.0 + 0.04 * k, f"frame {k}")
+    assert held.take_due(0.99) is None and held.wait_s(0.99) == pytest.approx(0.01)
+    assert held.take_due(1.09) == "frame 2"  # 0 and 1 were due as well: skipped
+    assert held.take_skipped() == 2 and held.take_skipped() == 0
+    assert held.take_due(1.2) == "frame 3" and not held and held.wait_s(1.2) is None

@@ -121,11 +121,8 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
         """Each frame's audio once the AudioSource's queue has room for it (so the runner never
         waits there and takes each item when it is handed out); its video frame at the time that
         audio starts to play, less VIDEO_LEAD_FRAMES of a frame; idle frames and the end of a
-        reply after the held video (see the class docstring). When several video frames are
-        due at once (the event loop stalled), only the latest goes out; the others count as
-        dropped: a burst would sit in the synchronizer's queue and delay all later video."""
-        held: deque[tuple[float, rtc.VideoFrame]] = deque()  # (when to hand it out, video)
-        audio_end_s = 0.0  # when the audio handed out so far will have played (the AudioSource model)
+        reply after the held video (see the class docstring)."""
+        audio, held = _AudioQueue(), _HeldVideo()
         generation = self.stream.generation
         now = self.stream.clock.now
         lead_s = VIDEO_LEAD_FRAMES / self.stream.fps
@@ -137,7 +134,6 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
 
         fetching: asyncio.Future | None = None
         item, item_generation = None, generation
-        skipped = 0  # video frames of the reply left out because a later one was due already
         try:
             while True:
                 if generation != self.stream.generation:  # interrupted: the held video is stale
@@ -145,15 +141,13 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
                     generation = self.stream.generation
                 if item is not None and item_generation != generation:
                     item = None
-                if held and held[0][0] <= now():
-                    while len(held) > 1 and held[1][0] <= now():  # after a stall: only the latest due
-                        held.popleft()  # goes out, or the synchronizer's queue keeps the backlog for good
-                        skipped += 1
-                    yield held.popleft()[1]
+                due = held.take_due(now())
+                if due is not None:
+                    yield due
                     continue
                 if item is None:
                     fetching = fetching or asyncio.ensure_future(fetch())
-                    done, _ = await asyncio.wait({fetching}, timeout=held[0][0] - now() if held else None)
+                    done, _ = await asyncio.wait({fetching}, timeout=held.wait_s(now()))
                     if done:
                         fetching, got = None, fetching
                         try:
@@ -163,27 +157,24 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
                     continue
                 if isinstance(item, ReplyEnd) or item.idle:  # the reply's last video frames first
                     if held:
-                        await asyncio.sleep(max(0.0, held[0][0] - now()))
+                        await asyncio.sleep(held.wait_s(now()))
                         continue
                     out, item = item, None
                     if isinstance(out, ReplyEnd):
-                        out.stats.dropped, skipped = out.stats.dropped + skipped, 0
+                        out.stats.dropped += held.take_skipped()
                         _log_reply(out.stats)
                         yield lk_avatar.AudioSegmentEnd()
                     else:
                         yield self._video(out)
                     continue
                 seconds = len(item.audio) / item.sample_rate
-                room_s = audio_end_s - (RUNNER_AUDIO_QUEUE_S - seconds)  # when the queue has room for it
-                wait_s = min(room_s, held[0][0] if held else room_s) - now()
+                wait_s = min(audio.room_at(seconds) - now(), held.wait_s(now(), default=float("inf")))
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
                     continue
                 out, item = item, None
-                starts_s = max(now(), audio_end_s)
-                held.append((starts_s - lead_s, self._video(out)))
+                held.hold(audio.play(now(), seconds) - lead_s, self._video(out))
                 if seconds:
-                    audio_end_s = starts_s + seconds
                     yield _audio_frame(out)
         finally:
             if fetching is not None:
@@ -195,6 +186,62 @@ class LipstreamVideoGenerator(lk_avatar.VideoGenerator):
     def close(self) -> None:
         """Stop rendering; the iterator ends."""
         self.stream.close()
+
+
+class _AudioQueue:
+    """A model of AvatarRunner's AudioSource: audio plays in real time from when it is pushed,
+    after what is queued before it, and the queue holds RUNNER_AUDIO_QUEUE_S."""
+
+    def __init__(self):
+        self.end_s = 0.0  # when the audio pushed so far will have played (clock s)
+
+    def room_at(self, seconds: float) -> float:
+        """When (clock s) the queue has room for `seconds` more audio."""
+        return self.end_s - (RUNNER_AUDIO_QUEUE_S - seconds)
+
+    def play(self, now_s: float, seconds: float) -> float:
+        """Push `seconds` of audio at `now_s`; returns when (clock s) it starts to play."""
+        starts_s = max(now_s, self.end_s)
+        if seconds:
+            self.end_s = starts_s + seconds
+        return starts_s
+
+
+class _HeldVideo:
+    """Video frames held until they are due. When several are due at once (the event loop
+    stalled), only the latest goes out and the others count as skipped: a burst would sit in
+    the synchronizer's queue and delay all later video."""
+
+    def __init__(self):
+        self._frames: deque[tuple[float, rtc.VideoFrame]] = deque()  # (when due, clock s; video)
+        self._skipped = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._frames)
+
+    def hold(self, due_s: float, frame: rtc.VideoFrame) -> None:
+        self._frames.append((due_s, frame))
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+    def wait_s(self, now_s: float, default: float | None = None) -> float | None:
+        """Seconds until the next frame is due (0 if it is; `default` if none is held)."""
+        return max(0.0, self._frames[0][0] - now_s) if self._frames else default
+
+    def take_due(self, now_s: float) -> rtc.VideoFrame | None:
+        """The latest frame due at `now_s` (earlier due ones are skipped), or None."""
+        if not self._frames or self._frames[0][0] > now_s:
+            return None
+        while len(self._frames) > 1 and self._frames[1][0] <= now_s:
+            self._frames.popleft()
+            self._skipped += 1
+        return self._frames.popleft()[1]
+
+    def take_skipped(self) -> int:
+        """Frames skipped since the last call."""
+        skipped, self._skipped = self._skipped, 0
+        return skipped
 
 
 class AvatarSession(lk_avatar.AvatarSession):
