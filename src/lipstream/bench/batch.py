@@ -62,9 +62,9 @@ def _on_running_ray(clips: list, out: str) -> dict:
     import ray
 
     from lipstream.batch import run_batch
+    from lipstream.ray_runtime import LOCAL, connect
 
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_batch's local Ray
-    ray.init(num_cpus=RAY_WORKERS, include_dashboard=False, log_to_driver=False)
+    connect(LOCAL, num_cpus=RAY_WORKERS, log_to_driver=False)  # as run_batch's local Ray
     try:
         started = time.perf_counter()
         rows = run_batch(clips, out, ray_address=ray.get_runtime_context().gcs_address, workers=RAY_WORKERS)
