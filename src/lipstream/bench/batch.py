@@ -5,8 +5,8 @@ CLIPS held-out clips of CLIP_S seconds, cut one after another from the speech in
 portrait (prepared once, before either run), warp renderer: rendered by one process one after
 another (a ClipRenderer in this process, as a `--workers 1` batch's worker would), then by
 `lipstream batch --ray local --workers 2` (run_batch here, Ray started and stopped inside the
-timing; this process renders clips while Ray and its actors start: `rendered_here` counts them),
-then the same on a Ray started before the timing (`ray_running`, as `--ray ADDRESS` finds a
+timing; this process renders clips beside one actor, from the start while Ray starts:
+`rendered_here` counts them), then 2 actors on a Ray started before the timing (`ray_running`, as `--ray ADDRESS` finds a
 cluster running). Each run's wall time and per-clip seconds, the outputs' names, and `lipstream eval`'s
 offset and grade of every Ray output.
 """

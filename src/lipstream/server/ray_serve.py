@@ -43,9 +43,10 @@ PROXY_READY_TIMEOUT_S = 60
 # nodes yourself, see docs/scale.md):
 # the replica runs our app on its own event loop rather than in a second thread, and the
 # proxy routes on its own loop, so no message crosses between threads' loops on its way; the
-# proxy doesn't compress frames (ray_proxy.py).
+# proxy talks to replicas over gRPC directly rather than through Ray's object references
+# (0.4 ms less CPU per frame message here, docs/scale.md) and doesn't compress frames (ray_proxy.py).
 SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-             "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_CALLBACK}
+             "RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_CALLBACK}
 
 def build_application(settings: ServerSettings, replicas: int, sessions_per_replica: int, num_cpus: float = 1,
                       num_gpus: float = 0, workers_per_replica: int = 1, max_replicas: int | None = None):
