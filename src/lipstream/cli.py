@@ -399,9 +399,10 @@ def batch(
     manifest: Annotated[Path, typer.Argument(help="JSONL, one clip a line: {\"id\", \"audio\", \"avatar\", ...render options}.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder or URI prefix (s3://, gs://) for ID.mp4 and results.jsonl.")],
     ray: Annotated[Optional[str], typer.Option(
-        "--ray", help="Render on Ray actors: 'local' starts Ray here (and renders here while it starts), "
-                      "else a cluster address (ray://HOST:10001).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Processes or actors (default: one per CPU).")] = None,
+        "--ray", help="Render on Ray actors: 'local' starts Ray here (this process renders too, "
+                      "beside --workers - 1 actors), else a cluster address (ray://HOST:10001).")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Processes or actors (default: one per CPU; with --ray local, this process is one).")] = None,
     avatars: Annotated[Optional[str], typer.Option(
         help="Folder or URI prefix the manifest's avatar names are read from (default: paths, URIs, 'default').")] = None,
     avatar_cache_mib: Annotated[float, typer.Option(min=1, help="Avatars each worker keeps in memory (MiB).")] = 1024,

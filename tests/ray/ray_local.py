@@ -1,7 +1,7 @@
 """A local Ray for the tests in this folder (`from ray_local import local_ray`): 2 CPUs, no
-dashboard, auth off, workers at normal priority, temp dirs, Serve's settings as `lipstream
-serve --ray local` has them (ray_serve.SERVE_ENV); shut down after each module. Skipped with
-the reason when Ray isn't installed (`pip install 'lipstream[ray]'`). Not a conftest.py: this folder has no
+dashboard, auth off, temp dirs, and the settings `lipstream serve --ray local` starts Ray with
+(ray_runtime.LOCAL_RAY_ENV: workers at normal priority; ray_serve.SERVE_ENV); shut down after
+each module. Skipped with the reason when Ray isn't installed (`pip install 'lipstream[ray]'`). Not a conftest.py: this folder has no
 __init__.py (one would make `import ray` find it), so a conftest here would shadow tests/conftest.py."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 
+from lipstream.ray_runtime import LOCAL_RAY_ENV
 from lipstream.server.ray_serve import SERVE_ENV
 
 
@@ -29,9 +30,7 @@ def local_ray():
     ray = _ray()
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_AUTH_MODE", "disabled")
-    mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    mp.setenv("RAY_worker_niceness", "0")  # as `lipstream serve --ray` does; Ray's 15 starves replicas on busy cores
-    for name, value in SERVE_ENV.items():  # what `lipstream serve --ray local` runs Serve with
+    for name, value in {**LOCAL_RAY_ENV, **SERVE_ENV}.items():  # what `lipstream serve --ray local` runs Ray with
         mp.setenv(name, value)
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)

@@ -1,6 +1,6 @@
 """`lipstream batch --ray local` with no Ray running: the batch starts Ray, renders clips in
-this process until the actors are up (at least the first one), the rest on the actors, and
-shuts Ray down at the end."""
+this process from the first (while Ray starts) to the last, beside one actor (--workers 2: this
+process is one of them), and shuts Ray down at the end."""
 
 from __future__ import annotations
 

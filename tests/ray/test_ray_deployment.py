@@ -43,7 +43,8 @@ def test_the_kuberay_manifest_builds_the_application():
     import yaml
 
     from lipstream.errors import NotSupportedError
-    from lipstream.server.ray_serve import app
+    from lipstream.ray_runtime import LOCAL_RAY_ENV
+    from lipstream.server.ray_serve import SERVE_ENV, app
 
     manifest = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "ray-service.yaml").read_text())
     (application,) = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
@@ -51,3 +52,9 @@ def test_the_kuberay_manifest_builds_the_application():
     app(application["args"])  # every arg known, every value of the right kind
     with pytest.raises(NotSupportedError, match="unknown lipstream args sesions_per_replica"):
         app({**application["args"], "sesions_per_replica": 3})
+    cluster = manifest["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:  # every node: replicas and proxies
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        wanted = {**SERVE_ENV, "RAY_worker_niceness": LOCAL_RAY_ENV["RAY_worker_niceness"]}
+        assert wanted.items() <= env.items(), group.get("groupName", "head")

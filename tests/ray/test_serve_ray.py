@@ -1,5 +1,5 @@
-"""`lipstream serve --ray`: 2 replicas of 2 sessions; 4 seed-002 clients land 2 and 2 and each
-gets its frames on the clock; a 5th is refused at once with SESSION_LIMIT. Scaled down to one
+"""`lipstream serve --ray`: 2 replicas of 2 sessions; 4 seed-002 clients (offering
+permessage-deflate, which the proxy refuses) land 2 and 2 and each gets its frames on the clock; a 5th is refused at once with SESSION_LIMIT. Scaled down to one
 replica, the stopped replica's session is told to reconnect (going_away, closeInMs) and closed
 with 1012, and new sessions are served by the replica left."""
 
@@ -75,7 +75,8 @@ def lipsync_audio(session: str, n: int, chunk: np.ndarray, rate: int) -> str:
 
 async def session(url: str, name: str, samples: np.ndarray, rate: int, hold: asyncio.Event):
     step = rate // 50
-    async with websockets.connect(url, open_timeout=60) as ws:
+    async with websockets.connect(url, open_timeout=60, compression="deflate") as ws:  # offered, as browsers do
+        assert "sec-websocket-extensions" not in ws.response.headers  # the proxy refuses it (ray_proxy.py)
         replica = ws.response.headers.get(REPLICA_HEADER.decode())
         t0 = time.monotonic()
         for n, i in enumerate(range(0, len(samples), step)):

@@ -17,11 +17,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from lipstream.batch.clip import ClipRenderer
 from lipstream.batch.manifest import Clip
 from lipstream.batch.output import Destination
-from lipstream.errors import NotSupportedError
+from lipstream.ray_runtime import LOCAL, connect, import_ray
 from lipstream.store import DEFAULT_CACHE_MIB
 
 SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-LOCAL_RAY = "local"
 
 Progress = Callable[[dict], None]
 
@@ -83,53 +82,52 @@ def _render_in_process(clip: Clip) -> dict:
 
 def _run_ray(clips: list[Clip], setup: tuple, workers: int | None, address: str):
     """Clips on Ray actors fed one at a time from a shared queue. With a Ray started here
-    (`local`), this process renders clips too until the actors are up (at least the first
-    clip): starting Ray and its actors takes seconds in which the cores would otherwise wait."""
+    (`local`), this process is one of the `workers` renderers (default one per core) beside
+    `workers` - 1 actors (at least one): it renders clips from the same queue from the start,
+    while Ray and the actors start (seconds in which the cores would otherwise wait), to the
+    end; the actors and Ray are stopped as soon as the queue is empty, while this process may
+    still be rendering its last clip. On a running Ray (an address) the actors render them all."""
     if not clips:
         return
-    ray = _ray()
+    ray = import_ray()
     todo = deque(clips)
     pool = _RayPool(ray, setup, workers, address, todo)
     pool.start()
     try:
         if pool.starts_ray:
-            here = None
-            while not pool.ready.is_set() or here is None:
-                clip = _next(todo)
-                if clip is None:
-                    break
-                here = here or ClipRenderer(*setup)
+            here = ClipRenderer(*setup)
+            while (clip := _next(todo)) is not None:
                 yield {**here.render(clip), "worker": "here"}
+                yield from pool.rows(wait=False)
         yield from pool.rows()
     finally:
         pool.stop()
 
 
 class _RayPool(threading.Thread):
-    """Ray's side of a batch, in a thread: starts Ray (`local`, with `workers` CPUs) or joins
-    it, starts one actor per CPU (at most one per clip), feeds each actor a clip from `todo` as
-    it finishes the one before, and puts each row on `rows()`; `ready` is set once the actors
-    are up. Ray started here is shut down at the end."""
+    """Ray's side of a batch, in a thread: starts Ray (`local`) or joins it, starts its actors
+    (at most one per clip), feeds each a clip from `todo` as it finishes the one before, and
+    puts each row on `rows()`; once `todo` is empty and the actors are done, stops them (and a
+    Ray it started)."""
 
     def __init__(self, ray, setup: tuple, workers: int | None, address: str, todo: deque):
         super().__init__(name="lipstream-batch-ray", daemon=True)
-        self.ray, self.setup, self.workers, self.address, self.todo = ray, setup, workers, address, todo
-        self.starts_ray = not ray.is_initialized() and address == LOCAL_RAY
-        self.ready = threading.Event()
+        self.ray, self.setup, self.address, self.todo = ray, setup, address, todo
+        self.starts_ray = not ray.is_initialized() and address == LOCAL
+        # with a Ray started here this process renders too: it is one of the `workers`
+        self.actors = max(1, (workers or os.cpu_count() or 1) - 1) if self.starts_ray else workers
         self.stopping = threading.Event()
         self.results: queue.Queue = queue.Queue()
+        self.finished = False
 
     def run(self) -> None:
         ray, initialised_here = self.ray, not self.ray.is_initialized()
         try:
-            if self.starts_ray:
-                os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 yields the cores to any other job
-                ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            elif initialised_here:
-                ray.init(address=self.address, log_to_driver=False)
+            if initialised_here:
+                connect(self.address, num_cpus=self.actors if self.starts_ray else None, log_to_driver=False)
             if not self.todo:  # this process rendered every clip while Ray started
                 return
-            size = max(1, min(self.workers or int(ray.cluster_resources().get("CPU", 1)), len(self.todo)))
+            size = max(1, min(self.actors or int(ray.cluster_resources().get("CPU", 1)), len(self.todo)))
             actor = ray.remote(num_cpus=1)(ClipRenderer)
             actors = [actor.remote(*self.setup) for _ in range(size)]
             try:
@@ -140,7 +138,6 @@ class _RayPool(threading.Thread):
         except BaseException as exc:  # given to the caller's thread by rows()
             self.results.put(exc)
         finally:
-            self.ready.set()
             if initialised_here:
                 ray.shutdown()
             self.results.put(None)
@@ -154,7 +151,6 @@ class _RayPool(threading.Thread):
                 return
             _, starting = ray.wait(starting, num_returns=len(starting), timeout=0.25)
         ray.get(started)  # an actor that failed to start raises here
-        self.ready.set()
         running = {}
         idle = list(actors)
         while not self.stopping.is_set():
@@ -173,16 +169,25 @@ class _RayPool(threading.Thread):
                     self.results.put({"id": clip.id, "ok": False, "kind": "InternalError",
                                       "error": f"the Ray actor rendering it stopped ({type(exc).__name__}); "
                                                "run the batch again"})
-        while (clip := _next(self.todo)) is not None:  # every actor died
-            self.results.put({"id": clip.id, "ok": False, "kind": "InternalError",
-                              "error": "no Ray actor left to render it; run the batch again"})
+        if not self.starts_ray:  # (with a Ray started here, this process renders what is left)
+            while (clip := _next(self.todo)) is not None:  # every actor died
+                self.results.put({"id": clip.id, "ok": False, "kind": "InternalError",
+                                  "error": "no Ray actor left to render it; run the batch again"})
 
-    def rows(self):
-        """The actors' rows as they come; raises what stopped the pool (Ray failing to start)."""
-        while (row := self.results.get()) is not None:
-            if isinstance(row, BaseException):
+    def rows(self, wait: bool = True):
+        """The actors' rows as they come (`wait` False: those already in); raises what stopped
+        the pool (Ray failing to start)."""
+        while not self.finished:
+            try:
+                row = self.results.get(block=wait)
+            except queue.Empty:
+                return
+            if row is None:
+                self.finished = True
+            elif isinstance(row, BaseException):
                 raise row
-            yield row
+            else:
+                yield row
 
     def stop(self) -> None:
         self.stopping.set()
@@ -194,11 +199,3 @@ def _next(todo: deque) -> Clip | None:
         return todo.popleft()
     except IndexError:
         return None
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise NotSupportedError("--ray needs Ray: pip install 'lipstream[ray]'") from None
-    return ray

@@ -5,8 +5,8 @@ CLIPS held-out clips of CLIP_S seconds, cut one after another from the speech in
 portrait (prepared once, before either run), warp renderer: rendered by one process one after
 another (a ClipRenderer in this process, as a `--workers 1` batch's worker would), then by
 `lipstream batch --ray local --workers 2` (run_batch here, Ray started and stopped inside the
-timing; this process renders clips while Ray and its actors start: `rendered_here` counts them),
-then the same on a Ray started before the timing (`ray_running`, as `--ray ADDRESS` finds a
+timing; this process renders clips beside one actor, from the start while Ray starts:
+`rendered_here` counts them), then 2 actors on a Ray started before the timing (`ray_running`, as `--ray ADDRESS` finds a
 cluster running). Each run's wall time and per-clip seconds, the outputs' names, and `lipstream eval`'s
 offset and grade of every Ray output.
 """
@@ -62,9 +62,9 @@ def _on_running_ray(clips: list, out: str) -> dict:
     import ray
 
     from lipstream.batch import run_batch
+    from lipstream.ray_runtime import LOCAL, connect
 
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as run_batch's local Ray
-    ray.init(num_cpus=RAY_WORKERS, include_dashboard=False, log_to_driver=False)
+    connect(LOCAL, num_cpus=RAY_WORKERS, log_to_driver=False)  # as run_batch's local Ray
     try:
         started = time.perf_counter()
         rows = run_batch(clips, out, ray_address=ray.get_runtime_context().gcs_address, workers=RAY_WORKERS)

@@ -5,8 +5,9 @@ Starts `lipstream serve --ray local --replicas 2 --sessions-per-replica 2` in a 
 JSON, 100 ms chunks in real time, the bundled speech): a short warm-up round (the replicas'
 workers load the avatar; the round after it also shows that the first round's sessions were
 released) and the measured round of `seconds`. Per client: its replica (the handshake's
-x-lipstream-replica header), frames expected and received, the received frame rate, whether
-every frame's audioTimestamp is its index x 40 ms, and `lipstream eval`'s A/V offset of the
+x-lipstream-replica header), whether the server accepted the permessage-deflate the client
+offers (as browsers do), frames expected and received, the received frame rate and how far
+frames came behind the 25 fps clock (arrival_rates), whether every frame's audioTimestamp is its index x 40 ms, and `lipstream eval`'s A/V offset of the
 received frames muxed with the audio it sent. While the four stream, a 5th client must get
 SESSION_LIMIT: the time from its first message to the error. The rounds start once /health
 has answered from every replica; after them, the replicas' counts of dropped frames (by
@@ -43,6 +44,7 @@ SESSIONS_PER_REPLICA = 2
 WARM_UP_S = 2.0
 SYNC_BAR_MS = 40.0
 REFUSAL_BAR_S = 1.0
+STEADY_SKIP_S = 1.0  # the received frame rate leaves out the first and last second (arrival_rates)
 START_TIMEOUT_S = 300.0
 PINGS = 40
 PING_INTERVAL_S = 0.25  # control messages are limited to 5 a second (docs/security.md)
@@ -142,6 +144,7 @@ async def seed002_session(url: str, name: str, audio: np.ndarray, started: async
     on_clock, errors = True, []
     async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
         replica = ws.response.headers.get(REPLICA_HEADER)
+        deflate = "permessage-deflate" in (ws.response.headers.get("sec-websocket-extensions") or "")
 
         async def read() -> None:
             nonlocal on_clock
@@ -163,11 +166,29 @@ async def seed002_session(url: str, name: str, audio: np.ndarray, started: async
         with contextlib.suppress(asyncio.TimeoutError, websockets.ConnectionClosed):
             await asyncio.wait_for(reader, 15)
         await hold.wait()
-    arrivals = sorted(arrived for arrived, _ in frames.values())
-    span_s = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
-    return {"replica": replica, "frames_expected": n_frames, "frames_received": len(frames),
-            "received_fps": round((len(arrivals) - 1) / span_s, 2) if span_s else None,
-            "audio_timestamps_on_clock": on_clock, "errors": errors, "_frames": frames}
+    arrivals = {k: arrived for k, (arrived, _) in frames.items()}
+    return {"replica": replica, "permessage_deflate": deflate, "frames_expected": n_frames, "frames_received": len(frames),
+            **arrival_rates(arrivals, n_frames), "audio_timestamps_on_clock": on_clock, "errors": errors,
+            "_frames": frames}
+
+
+def arrival_rates(arrivals: dict[int, float], n_frames: int) -> dict:
+    """From frame index -> arrival (monotonic s): `received_fps`, the rate at which frames came
+    in steady state (those of index FPS * STEADY_SKIP_S to n_frames - that, first to last
+    arrival); `received_fps_first_to_last`, over all frames, which also counts the wait for the
+    last few: they need look-ahead past the end of the speech and come once the session sees it
+    end (~0.25 s later); `behind_clock_ms_p95`, how late frame k came against first arrival + k / FPS."""
+    skip = round(FPS * STEADY_SKIP_S)
+    steady = sorted(t for k, t in arrivals.items() if skip <= k < n_frames - skip)
+    every = sorted(arrivals.values())
+
+    def rate(times: list[float]) -> float | None:
+        return round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 and times[-1] > times[0] else None
+
+    first = every[0] if every else 0.0
+    behind = [(t - first - k / FPS) * 1000 for k, t in arrivals.items()]
+    return {"received_fps": rate(steady), "received_fps_first_to_last": rate(every),
+            "behind_clock_ms_p95": round(float(np.percentile(behind, 95)), 1) if behind else None}
 
 
 async def refused_session(url: str, audio: np.ndarray) -> dict:
