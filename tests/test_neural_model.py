@@ -169,6 +169,30 @@ def test_every_cpu_variant_loads_and_renders(installed, talking):
         create_renderer("neural", installed, arch="tiny", variant="fp16")
 
 
+def test_a_track_of_several_batches_renders_as_frame_by_frame(installed):
+    """render(track) prepares the next batch on a worker thread while it composites this one:
+    the frames still come in order, each with its own mouth and reference, as render_frame
+    makes them one at a time (within the rounding of a batched network run); stopping early
+    leaves no thread behind."""
+    import threading
+
+    from lipstream.render.neural import BATCH
+
+    t = np.arange(2 * BATCH + 5) / FPS
+    jaw = 0.5 - 0.5 * np.cos(2 * np.pi * 1.1 * t)
+    track = MouthTrack(np.stack([jaw, np.zeros_like(jaw), np.zeros_like(jaw), np.clip(2 * jaw, 0, 1)], -1)
+                       .astype(np.float32), FPS)
+    batched = list(create_renderer("neural", installed, arch="tiny", variant="fp32", still=True).render(track, first=3))
+    single = create_renderer("neural", installed, arch="tiny", variant="fp32", still=True)
+    assert len(batched) == len(track)
+    for n, frame in enumerate(batched):
+        assert np.abs(frame.astype(int) - single.render_frame(3 + n, track.values[n])).max() <= 1
+    frames = create_renderer("neural", installed, arch="tiny", variant="fp32", still=True).render(track)
+    next(frames)
+    frames.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("neural-batch")]
+
+
 def test_rendering_an_onnx_variant_needs_no_torch(installed, monkeypatch):
     import sys
 
@@ -361,6 +385,17 @@ def test_texture_gives_a_soft_drawing_the_footages_texture_and_leaves_a_sharp_on
     assert 0.85 < laplacian_variance(out, region) / laplacian_variance(real, region) < 1.15
     sharp = textured()  # another texture of the same strength: nothing is missing
     np.testing.assert_allclose(texture.transfer(sharp, real, real, where), sharp, atol=1)
+
+
+def test_band_energy_is_the_weighted_sum_of_squares_over_pixels_and_channels():
+    """geometry.band_energy (one dot product) against the sum written out, in float64."""
+    from lipstream.neural.geometry import band_energy
+
+    rng = np.random.default_rng(2)
+    band = rng.normal(0, 20, (37, 53, 3)).astype(np.float32)
+    where = rng.random((37, 53)).astype(np.float32)
+    expected = float((band.astype(np.float64) ** 2 * where[..., None]).sum())
+    assert band_energy(band, np.repeat(where.ravel(), 3)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():

@@ -119,6 +119,9 @@ def _onnx_runner(avatar, arch: str, path: Path, threads: int | None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Threads sleep between runs instead of spinning: the CPU they would burn goes to the
+    # compositing and encoding beside them (render.neural overlaps them on two cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -24,6 +24,7 @@ command that trains one.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -76,14 +77,29 @@ class NeuralRenderer(Renderer):
         return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference, frame))
 
     def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
-        """Frames first.. of `track`, the network run on BATCH frames at a time."""
-        for start in range(0, len(track), BATCH):
-            rows = range(start, min(start + BATCH, len(track)))
-            ks = [first + r for r in rows]
-            sources = [self.idle.source(k) for k in ks]
-            references = [self.conditioner.pick_reference(track.values[r]) for r in rows]
-            x = np.stack([self.conditioner.network_input(frame, i, track.values[r], ref)
-                          for r, (frame, _, i), ref in zip(rows, sources, references)])
-            out = self.model.run(x)
-            for r, k, (frame, _, i), y, ref in zip(rows, ks, sources, out, references):
-                yield self.idle.animate(k, self.composite(frame, i, y, track.values[r], ref))
+        """Frames first.. of `track`, the network run on BATCH frames at a time. The next batch's
+        base frames, inputs and network run on a worker thread while this batch is composited
+        (both mostly in numpy, OpenCV and onnxruntime, which release the GIL: on two cores the
+        stages overlap); batches are prepared one after another, in order."""
+        starts = list(range(0, len(track), BATCH))
+        if not starts:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="neural-batch") as worker:
+            pending = worker.submit(self._batch, track, first, starts[0])
+            for following in starts[1:] + [None]:
+                rows, ks, sources, references, out = pending.result()
+                if following is not None:
+                    pending = worker.submit(self._batch, track, first, following)
+                for r, k, (frame, _, i), ref, y in zip(rows, ks, sources, references, out):
+                    yield self.idle.animate(k, self.composite(frame, i, y, track.values[r], ref))
+
+    def _batch(self, track: MouthTrack, first: int, start: int):
+        """Rows start..start+BATCH of `track`: (rows, output frame indices, base frames
+        (idle.source), reference frames picked, the network's outputs (B, C, S, S))."""
+        rows = range(start, min(start + BATCH, len(track)))
+        ks = [first + r for r in rows]
+        sources = [self.idle.source(k) for k in ks]
+        references = [self.conditioner.pick_reference(track.values[r]) for r in rows]
+        x = np.stack([self.conditioner.network_input(frame, i, track.values[r], ref)
+                      for r, (frame, _, i), ref in zip(rows, sources, references)])
+        return rows, ks, sources, references, self.model.run(x)
