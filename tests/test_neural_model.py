@@ -204,6 +204,24 @@ def test_rendering_an_onnx_variant_needs_no_torch(installed, monkeypatch):
     assert create_renderer("neural", installed, still=True).variant == "tiny/int8-static"  # the default
 
 
+def test_the_default_variant_is_fp16_on_a_cuda_gpu_and_static_int8_without(monkeypatch):
+    """Offline and live rendering take the GPU when torch sees one (full network, or lite when
+    that is all the package has), else the lite network in static INT8 on the CPU."""
+    from types import SimpleNamespace
+
+    from lipstream.neural import runtime
+
+    files = {"weights": {}, "fp32": {}, "int8-static": {}}
+    both = SimpleNamespace(models={"neural": {"full": {"files": files}, "lite": {"files": files}}})
+    lite = SimpleNamespace(models={"neural": {"lite": {"files": files}}})
+    monkeypatch.setattr(runtime, "cuda_available", lambda: True)
+    assert runtime.default_choice(both) == ("full", "fp16")
+    assert runtime.default_choice(lite) == ("lite", "fp16")
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
+    assert runtime.default_choice(both) == ("lite", "int8-static")
+    assert runtime.default_choice(lite) == ("lite", "int8-static")
+
+
 def test_refuses_an_avatar_without_a_trained_model(talking, default_avatar):
     for avatar in (talking, default_avatar):
         with pytest.raises(NotSupportedError, match="lipstream train"):

@@ -15,9 +15,9 @@ drawing with fine texture off the lips only (soft lips and teeth); `mouth="real"
 from the moved reference frame (as sharp as the footage, but a mouth only like the one asked
 for): see docs/neural.md.
 
-Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU, else the lite one in
-static INT8 (real time on a CPU); any (arch, variant) the package holds can be asked for
-(lipstream.neural.runtime.VARIANTS). An avatar with no trained network is refused with the
+Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU (the lite one if that is
+all the package has), else the lite one in static INT8 (real time on a CPU); any (arch, variant)
+the package holds can be asked for (lipstream.neural.runtime.VARIANTS). An avatar with no trained network is refused with the
 command that trains one.
 """
 
