@@ -430,3 +430,19 @@ def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
     patch, _, _ = warp_back_parts(parts, to_crop, np.ones((size, size), np.float32), frame.shape, frame, to_crop)
     inner = patch[3:-3, 3:-3].astype(np.float32)
     assert abs(inner.mean() - 127.5) < 8 and inner.std() < 8
+
+
+def test_paste_region_in_place_blends_into_the_callers_frame_as_the_copy_does():
+    from lipstream.render.compose import paste_region
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    patch = rng.integers(0, 256, (10, 20, 3), dtype=np.uint8)
+    alpha = rng.random((10, 20, 1)).astype(np.float32)
+    box = np.array([5, 7, 25, 17])
+    kept = frame.copy()
+    copied = paste_region(frame, patch, box, alpha)
+    np.testing.assert_array_equal(frame, kept)  # the default leaves the frame alone
+    assert not np.array_equal(copied, kept)
+    assert paste_region(frame, patch, box, alpha, in_place=True) is frame
+    np.testing.assert_array_equal(frame, copied)

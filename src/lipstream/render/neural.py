@@ -72,9 +72,11 @@ class NeuralRenderer(Renderer):
         return self.idle.animate(k, self.composite(frame, i, self.model.run(x[None])[0], params, reference))
 
     def composite(self, frame: np.ndarray, i: int, output: np.ndarray, params: np.ndarray, reference: int) -> np.ndarray:
-        """Source frame i (H, W, 3) uint8 with the network's output (conditioning.warp_back) for the
-        mouth params (4,) and reference frame blended in; a new array."""
-        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference, frame))
+        """Source frame i (H, W, 3) uint8, a copy of the footage's (idle.source), with the network's
+        output (conditioning.warp_back) for the mouth params (4,) and reference frame blended in,
+        in place (no second copy of the whole frame); returns it."""
+        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference, frame),
+                            in_place=True)
 
     def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
         """Frames first.. of `track`, the network run on BATCH frames at a time. The next batch's
