@@ -446,3 +446,17 @@ def test_paste_region_in_place_blends_into_the_callers_frame_as_the_copy_does():
     assert not np.array_equal(copied, kept)
     assert paste_region(frame, patch, box, alpha, in_place=True) is frame
     np.testing.assert_array_equal(frame, copied)
+
+
+def test_bench_offline_speed_times_the_render_command_on_the_default_variant(installed):
+    from lipstream.audio.io import read_audio
+    from lipstream.avatar.resolve import bundled_asset
+    from lipstream.bench.neural import offline_speed
+
+    speech = bundled_asset("speech.wav")
+    samples, rate = read_audio(speech)
+    row = offline_speed(installed, speech)
+    assert row["variant"] == "tiny/int8-static" and row["audio_s"] == round(len(samples) / rate, 2)
+    assert row["frame_size"] == [SIZE, SIZE] and row["peak_rss_mib"] > 0
+    assert row["x_real_time_with_process_start"] == pytest.approx(len(samples) / rate / row["wall_s_with_process_start"],
+                                                                  abs=0.02)
