@@ -17,8 +17,8 @@ for): see docs/neural.md.
 
 Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU (the lite one if that is
 all the package has), else the lite one in static INT8 (real time on a CPU); any (arch, variant)
-the package holds can be asked for (lipstream.neural.runtime.VARIANTS). An avatar with no trained network is refused with the
-command that trains one.
+the package holds can be asked for (lipstream.neural.runtime.VARIANTS). An avatar with no
+trained network is refused with the command that trains one.
 """
 
 from __future__ import annotations
