@@ -66,6 +66,19 @@ def test_batches_match_single_frames(model):
         np.testing.assert_allclose(model.shape(p), shape, atol=1e-4)
 
 
+def test_controls_are_the_shapes_control_points_without_building_the_rest(avatar):
+    from lipstream.motion.lip_model import CONTROLS
+
+    params = _grid()[::5]
+    fresh = LipModel(np.asarray(avatar.landmarks[0]), avatar.manifest["neutral_mouth_width"])
+    controls = [fresh.controls(p) for p in params]
+    assert fresh._free is None  # the fast path did not build the free points' weights
+    expected = fresh.shape(params)[:, list(CONTROLS)]
+    np.testing.assert_array_equal(np.stack(controls), expected)
+    np.testing.assert_array_equal(fresh.controls(params), expected)
+    assert controls[0].dtype == np.float32 and controls[0].shape == (len(CONTROLS), 2)
+
+
 def test_fit_inverts_shape(model):
     params = _grid()
     fitted = model.fit(model.shape(params))

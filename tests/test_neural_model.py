@@ -169,6 +169,30 @@ def test_every_cpu_variant_loads_and_renders(installed, talking):
         create_renderer("neural", installed, arch="tiny", variant="fp16")
 
 
+def test_a_track_of_several_batches_renders_as_frame_by_frame(installed):
+    """render(track) prepares the next batch on a worker thread while it composites this one:
+    the frames still come in order, each with its own mouth and reference, as render_frame
+    makes them one at a time (within the rounding of a batched network run); stopping early
+    leaves no thread behind."""
+    import threading
+
+    from lipstream.render.neural import BATCH
+
+    t = np.arange(2 * BATCH + 5) / FPS
+    jaw = 0.5 - 0.5 * np.cos(2 * np.pi * 1.1 * t)
+    track = MouthTrack(np.stack([jaw, np.zeros_like(jaw), np.zeros_like(jaw), np.clip(2 * jaw, 0, 1)], -1)
+                       .astype(np.float32), FPS)
+    batched = list(create_renderer("neural", installed, arch="tiny", variant="fp32", still=True).render(track, first=3))
+    single = create_renderer("neural", installed, arch="tiny", variant="fp32", still=True)
+    assert len(batched) == len(track)
+    for n, frame in enumerate(batched):
+        assert np.abs(frame.astype(int) - single.render_frame(3 + n, track.values[n])).max() <= 1
+    frames = create_renderer("neural", installed, arch="tiny", variant="fp32", still=True).render(track)
+    next(frames)
+    frames.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("neural-batch")]
+
+
 def test_rendering_an_onnx_variant_needs_no_torch(installed, monkeypatch):
     import sys
 
@@ -178,6 +202,24 @@ def test_rendering_an_onnx_variant_needs_no_torch(installed, monkeypatch):
     r = create_renderer("neural", installed, arch="tiny", variant="int8-static", still=True)
     assert r.render_frame(3, np.array([0.5, 0.0, 0.0, 0.5], np.float32)).shape == (SIZE, SIZE, 3)
     assert create_renderer("neural", installed, still=True).variant == "tiny/int8-static"  # the default
+
+
+def test_the_default_variant_is_fp16_on_a_cuda_gpu_and_static_int8_without(monkeypatch):
+    """Offline and live rendering take the GPU when torch sees one (full network, or lite when
+    that is all the package has), else the lite network in static INT8 on the CPU."""
+    from types import SimpleNamespace
+
+    from lipstream.neural import runtime
+
+    files = {"weights": {}, "fp32": {}, "int8-static": {}}
+    both = SimpleNamespace(models={"neural": {"full": {"files": files}, "lite": {"files": files}}})
+    lite = SimpleNamespace(models={"neural": {"lite": {"files": files}}})
+    monkeypatch.setattr(runtime, "cuda_available", lambda: True)
+    assert runtime.default_choice(both) == ("full", "fp16")
+    assert runtime.default_choice(lite) == ("lite", "fp16")
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
+    assert runtime.default_choice(both) == ("lite", "int8-static")
+    assert runtime.default_choice(lite) == ("lite", "int8-static")
 
 
 def test_refuses_an_avatar_without_a_trained_model(talking, default_avatar):
@@ -363,6 +405,17 @@ def test_texture_gives_a_soft_drawing_the_footages_texture_and_leaves_a_sharp_on
     np.testing.assert_allclose(texture.transfer(sharp, real, real, where), sharp, atol=1)
 
 
+def test_band_energy_is_the_weighted_sum_of_squares_over_pixels_and_channels():
+    """geometry.band_energy (one dot product) against the sum written out, in float64."""
+    from lipstream.neural.geometry import band_energy
+
+    rng = np.random.default_rng(2)
+    band = rng.normal(0, 20, (37, 53, 3)).astype(np.float32)
+    where = rng.random((37, 53)).astype(np.float32)
+    expected = float((band.astype(np.float64) ** 2 * where[..., None]).sum())
+    assert band_energy(band, np.repeat(where.ravel(), 3)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
     """A small face (4 crop pixels per frame pixel): the drawing's finest pattern (a 2-pixel
     checkerboard) would alias into a coarse pattern; it comes out as the flat mean instead."""
@@ -377,3 +430,33 @@ def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
     patch, _, _ = warp_back_parts(parts, to_crop, np.ones((size, size), np.float32), frame.shape, frame, to_crop)
     inner = patch[3:-3, 3:-3].astype(np.float32)
     assert abs(inner.mean() - 127.5) < 8 and inner.std() < 8
+
+
+def test_paste_region_in_place_blends_into_the_callers_frame_as_the_copy_does():
+    from lipstream.render.compose import paste_region
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    patch = rng.integers(0, 256, (10, 20, 3), dtype=np.uint8)
+    alpha = rng.random((10, 20, 1)).astype(np.float32)
+    box = np.array([5, 7, 25, 17])
+    kept = frame.copy()
+    copied = paste_region(frame, patch, box, alpha)
+    np.testing.assert_array_equal(frame, kept)  # the default leaves the frame alone
+    assert not np.array_equal(copied, kept)
+    assert paste_region(frame, patch, box, alpha, in_place=True) is frame
+    np.testing.assert_array_equal(frame, copied)
+
+
+def test_bench_offline_speed_times_the_render_command_on_the_default_variant(installed):
+    from lipstream.audio.io import read_audio
+    from lipstream.avatar.resolve import bundled_asset
+    from lipstream.bench.neural import offline_speed
+
+    speech = bundled_asset("speech.wav")
+    samples, rate = read_audio(speech)
+    row = offline_speed(installed, speech)
+    assert row["variant"] == "tiny/int8-static" and row["audio_s"] == round(len(samples) / rate, 2)
+    assert row["frame_size"] == [SIZE, SIZE] and row["peak_rss_mib"] > 0
+    seconds = len(samples) / rate
+    assert row["x_real_time_with_process_start"] == pytest.approx(seconds / row["wall_s_with_process_start"], abs=0.02)

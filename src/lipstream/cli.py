@@ -622,13 +622,14 @@ def bench_neural(
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("bench/results/neural-cpu.json"),
     speed_frames: Annotated[int, typer.Option(help="Frames timed per variant on the first avatar (0: no speed figures).")] = 100,
     speed_only: Annotated[bool, typer.Option(help="Only the speed figures (a timing run), no held-out quality.")] = False,
+    offline_audio: Annotated[Optional[Path], typer.Option(help="Also time `lipstream render --renderer neural` of this audio on the first avatar (fresh process, default variant).")] = None,
 ) -> None:
     """Neural renderer on held-out frames (last fifth): fidelity and sharpness against bank, frame-to-frame change, CPU speed."""
     from lipstream.bench.neural import QUALITY_VARIANTS, SPEED_VARIANTS, run_neural_bench, write_results
 
     with console.status(f"measuring {len(avatars)} trained avatar(s)"):
         write_results(run_neural_bench(avatars, sheets, speed_frames, [] if speed_only else QUALITY_VARIANTS,
-                                       SPEED_VARIANTS if speed_frames else []), out)
+                                       SPEED_VARIANTS if speed_frames else [], offline_audio), out)
     console.print(f"[green]wrote[/] {out}")
 
 

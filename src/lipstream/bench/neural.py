@@ -13,12 +13,17 @@ magnitude similarity, and the frame-to-frame change against the real video's own
 Sheets: per avatar a PNG of real | bank | neural crops of the same held-out frames.
 Speed: render_frame (crop, sketch, network, warp back and blend; the base frame's lip model
 cached) on frames driven by the default driver, p50/p95 ms and fps, single frame at a time.
+Offline (`--offline-audio WAV`): `lipstream render --renderer neural` of that audio on the first
+avatar with its default variant, in a fresh process: a multiple of real time, command start,
+driving, batched network, compositing and encoding included.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,15 +140,36 @@ def render_speed(avatar, arch: str, variant: str, frames: int = 100, threads: in
             "frame_size": list(avatar.size)}
 
 
+def offline_speed(avatar, audio: Path) -> dict:
+    """`lipstream render --renderer neural` of `audio` on `avatar` (its default variant) in a
+    fresh process: wall seconds with the command's start, multiple of real time, peak memory,
+    and the 1-minute load average before and after (the machine may be shared)."""
+    from lipstream.audio.io import read_audio
+    from lipstream.bench.render import render_in_fresh_process
+    from lipstream.neural.runtime import default_choice
+
+    samples, rate = read_audio(audio)
+    seconds = len(samples) / rate
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="lipstream-bench-") as work:
+        peak_mib, wall = render_in_fresh_process(Path(avatar.path), Path(audio), Path(work) / "neural.mp4", "neural")
+    return {"avatar": avatar.name, "frame_size": list(avatar.size), "variant": "/".join(default_choice(avatar)),
+            "audio_s": round(seconds, 2), "wall_s_with_process_start": round(wall, 2),
+            "x_real_time_with_process_start": round(seconds / wall, 2), "peak_rss_mib": peak_mib,
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
 def file_sizes(avatar) -> dict:
     return {f"{arch}/{variant}": info["bytes"] for arch, entry in avatar.models.get("neural", {}).items()
             for variant, info in entry["files"].items()}
 
 
 def run_neural_bench(avatars: list[Path], sheets: Path | None = None, speed_frames: int = 100,
-                     quality_variants=QUALITY_VARIANTS, speed_variants=SPEED_VARIANTS) -> dict:
+                     quality_variants=QUALITY_VARIANTS, speed_variants=SPEED_VARIANTS,
+                     offline_audio: Path | None = None) -> dict:
     """Held-out quality and a sheet per avatar (none if `quality_variants` is empty); render
-    speed of `speed_variants` (those the package has) on the first."""
+    speed of `speed_variants` (those the package has) on the first, and its offline render of
+    `offline_audio` if given."""
     from lipstream.avatar.package import load_package
 
     results: dict = {"machine": machine_info(), "quality": [], "speed": [], "file_bytes": {}}
@@ -159,6 +185,9 @@ def run_neural_bench(avatars: list[Path], sheets: Path | None = None, speed_fram
             continue
         results["speed"].append({"avatar": avatar.name, **render_speed(avatar, arch, variant, speed_frames)})
         print(json.dumps(results["speed"][-1]), flush=True)
+    if offline_audio is not None:
+        results["offline"] = [offline_speed(avatar, offline_audio)]
+        print(json.dumps(results["offline"][-1]), flush=True)
     return results
 
 
@@ -178,10 +207,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="write a sheet (real | bank | neural) per avatar here")
     parser.add_argument("--speed-frames", type=int, default=100, help="frames timed per variant (0: no speed)")
     parser.add_argument("--speed-only", action="store_true", help="only the speed (a timing run), no quality")
+    parser.add_argument("--offline-audio", type=Path, help="also time `lipstream render` of this audio on the first")
     args = parser.parse_args(argv)
     write_results(run_neural_bench(args.avatars, args.sheets, args.speed_frames,
                                    [] if args.speed_only else QUALITY_VARIANTS,
-                                   SPEED_VARIANTS if args.speed_frames else []), args.out)
+                                   SPEED_VARIANTS if args.speed_frames else [], args.offline_audio), args.out)
 
 
 if __name__ == "__main__":

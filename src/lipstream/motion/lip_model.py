@@ -108,7 +108,7 @@ class LipModel:
             self.chin_follow = min(CHIN_FOLLOW, max(chin_drop_limit, 0.0) / full_drop)
         self._stable_px = lm[list(STABLE_POINTS)]
         self._build_rest(local[list(CONTROLS)])
-        self._build_free(local)
+        self._free: np.ndarray | None = None  # the free points' weights, built on first use (`shape`)
 
     @classmethod
     def from_landmarks(cls, landmarks: np.ndarray, neutral_width: float | None = None,
@@ -130,14 +130,27 @@ class LipModel:
     def shape(self, params: np.ndarray) -> np.ndarray:
         """Landmarks (478, 2) float32 pixels for params (4,), or (T, 478, 2) for params (T, 4)."""
         p = clip_params(np.asarray(params, np.float32)).astype(np.float64)
-        opening = p[..., JAW_OPEN] * (1 - p[..., LIP_CLOSE])
-        moved = self._controls(opening, p[..., LIP_SPREAD], p[..., LIP_CLOSE])
+        moved = self._moved_controls(p)
+        if self._free is None:
+            self._build_free(self._local_all)
         delta = moved - self._local_controls
         free = self._local_all[self._free] + np.einsum("fc,...cd->...fd", self._free_weights, delta)
         out = np.broadcast_to(self.landmarks, p.shape[:-1] + self.landmarks.shape).copy()
         out[..., self._controls_idx, :] = self.to_pixels(moved)
         out[..., self._free, :] = self.to_pixels(free)
         return out
+
+    def controls(self, params: np.ndarray) -> np.ndarray:
+        """The control points (61, 2) float32 pixels (`CONTROLS` order) for params (4,), or
+        (T, 61, 2) for (T, 4): `shape(params)[..., CONTROLS, :]` without moving the other points
+        (so without building their weights, most of a model's construction time)."""
+        p = clip_params(np.asarray(params, np.float32)).astype(np.float64)
+        return self.to_pixels(self._moved_controls(p)).astype(np.float32)
+
+    def _moved_controls(self, p: np.ndarray) -> np.ndarray:
+        """Control points (..., 61, 2) in the mouth frame for clipped params (..., 4) float64."""
+        opening = p[..., JAW_OPEN] * (1 - p[..., LIP_CLOSE])
+        return self._controls(opening, p[..., LIP_SPREAD], p[..., LIP_CLOSE])
 
     def lip_shape(self, params: np.ndarray) -> np.ndarray:
         """The 40 lip points in `LIP_CONTROLS` order, pixels (..., 40, 2) float32."""

@@ -45,10 +45,10 @@ def lip_controls(landmarks: np.ndarray, params: np.ndarray, neutral_width: float
                  model=None) -> np.ndarray:
     """The lip model's control points (61, 2) float32 frame pixels of a face (478, 2) for
     mouth parameters (4,): what the neural renderer draws, in training and when driven."""
-    from lipstream.motion.lip_model import CONTROLS, LipModel
+    from lipstream.motion.lip_model import LipModel
 
     model = model or LipModel(landmarks, neutral_width)
-    return model.shape(params)[list(CONTROLS)].astype(np.float32)
+    return model.controls(params)
 
 
 def build_dataset(package, sizes=DEFAULT_SIZES, jpeg_quality: int | None = None,

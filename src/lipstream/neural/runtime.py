@@ -50,13 +50,15 @@ def cuda_available() -> bool:
 
 
 def default_choice(avatar) -> tuple[str, str]:
-    """(arch, variant) the renderer uses by default: full in fp16 on a CUDA GPU, else the lite
-    network's static INT8 (real time on a CPU), else whatever the package has."""
+    """(arch, variant) the renderer uses by default: on a CUDA GPU the full network in fp16 (the
+    lite one if the package has only that), else the lite network's static INT8 (real time on a
+    CPU), else whatever the package has."""
     entries = avatar.models.get("neural", {})
     if not entries:
         raise NotSupportedError(no_model_message(avatar))
-    if "full" in entries and cuda_available():
-        return "full", "fp16"
+    on_gpu = [arch for arch in ("full", "lite") if "weights" in entries.get(arch, {}).get("files", {})]
+    if on_gpu and cuda_available():
+        return on_gpu[0], "fp16"
     for arch in ["lite", "full"] + sorted(set(entries) - {"lite", "full"}):
         for variant in ("int8-static", "fp32", "int8-dynamic"):
             if variant in entries.get(arch, {}).get("files", {}):
@@ -119,6 +121,9 @@ def _onnx_runner(avatar, arch: str, path: Path, threads: int | None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Threads sleep between runs instead of spinning: the CPU they would burn goes to the
+    # compositing and encoding beside them (render.neural overlaps them on two cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -13,13 +13,15 @@ def box_mask(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
     return (resized.astype(np.float32) / 255.0)[..., None]
 
 
-def paste_region(frame: np.ndarray, patch: np.ndarray, box: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def paste_region(frame: np.ndarray, patch: np.ndarray, box: np.ndarray, alpha: np.ndarray,
+                 in_place: bool = False) -> np.ndarray:
     """Blend `patch` (h, w, 3) uint8 into `frame` (H, W, 3) uint8 at box (x0, y0, x1, y1).
 
-    alpha is (h, w, 1) float32 in [0, 1] (1 = patch). Returns a new frame; `frame` is unchanged.
+    alpha is (h, w, 1) float32 in [0, 1] (1 = patch). Returns a new frame and leaves `frame`
+    unchanged, or with `in_place` (a frame the caller owns) blends into `frame` and returns it.
     """
     x0, y0, x1, y1 = (int(v) for v in box)
-    out = np.array(frame, copy=True)
+    out = frame if in_place else np.array(frame, copy=True)
     weight = np.ascontiguousarray(alpha.reshape(alpha.shape[:2]), np.float32)
     out[y0:y1, x0:x1] = cv2.blendLinear(np.ascontiguousarray(patch), np.ascontiguousarray(out[y0:y1, x0:x1]),
                                         weight, 1.0 - weight)

@@ -15,15 +15,16 @@ drawing with fine texture off the lips only (soft lips and teeth); `mouth="real"
 from the moved reference frame (as sharp as the footage, but a mouth only like the one asked
 for): see docs/neural.md.
 
-Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU, else the lite one in
-static INT8 (real time on a CPU); any (arch, variant) the package holds can be asked for
-(lipstream.neural.runtime.VARIANTS). An avatar with no trained network is refused with the
-command that trains one.
+Variants: `variant="auto"` takes the full network in fp16 on a CUDA GPU (the lite one if that is
+all the package has), else the lite one in static INT8 (real time on a CPU); any (arch, variant)
+the package holds can be asked for (lipstream.neural.runtime.VARIANTS). An avatar with no
+trained network is refused with the command that trains one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -71,19 +72,36 @@ class NeuralRenderer(Renderer):
         return self.idle.animate(k, self.composite(frame, i, self.model.run(x[None])[0], params, reference))
 
     def composite(self, frame: np.ndarray, i: int, output: np.ndarray, params: np.ndarray, reference: int) -> np.ndarray:
-        """Source frame i (H, W, 3) uint8 with the network's output (conditioning.warp_back) for the
-        mouth params (4,) and reference frame blended in; a new array."""
-        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference, frame))
+        """Source frame i (H, W, 3) uint8, a copy of the footage's (idle.source), with the network's
+        output (conditioning.warp_back) for the mouth params (4,) and reference frame blended in,
+        in place (no second copy of the whole frame); returns it."""
+        return paste_region(frame, *self.conditioner.warp_back(i, output, frame.shape, params, reference, frame),
+                            in_place=True)
 
     def render(self, track: MouthTrack, first: int = 0) -> Iterator[np.ndarray]:
-        """Frames first.. of `track`, the network run on BATCH frames at a time."""
-        for start in range(0, len(track), BATCH):
-            rows = range(start, min(start + BATCH, len(track)))
-            ks = [first + r for r in rows]
-            sources = [self.idle.source(k) for k in ks]
-            references = [self.conditioner.pick_reference(track.values[r]) for r in rows]
-            x = np.stack([self.conditioner.network_input(frame, i, track.values[r], ref)
-                          for r, (frame, _, i), ref in zip(rows, sources, references)])
-            out = self.model.run(x)
-            for r, k, (frame, _, i), y, ref in zip(rows, ks, sources, out, references):
-                yield self.idle.animate(k, self.composite(frame, i, y, track.values[r], ref))
+        """Frames first.. of `track`, the network run on BATCH frames at a time. The next batch's
+        base frames, inputs and network run on a worker thread while this batch is composited
+        (both mostly in numpy, OpenCV and onnxruntime, which release the GIL: on two cores the
+        stages overlap); batches are prepared one after another, in order."""
+        starts = list(range(0, len(track), BATCH))
+        if not starts:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="neural-batch") as worker:
+            pending = worker.submit(self._batch, track, first, starts[0])
+            for following in starts[1:] + [None]:
+                rows, ks, sources, references, out = pending.result()
+                if following is not None:
+                    pending = worker.submit(self._batch, track, first, following)
+                for r, k, (frame, _, i), ref, y in zip(rows, ks, sources, references, out):
+                    yield self.idle.animate(k, self.composite(frame, i, y, track.values[r], ref))
+
+    def _batch(self, track: MouthTrack, first: int, start: int):
+        """Rows start..start+BATCH of `track`: (rows, output frame indices, base frames
+        (idle.source), reference frames picked, the network's outputs (B, C, S, S))."""
+        rows = range(start, min(start + BATCH, len(track)))
+        ks = [first + r for r in rows]
+        sources = [self.idle.source(k) for k in ks]
+        references = [self.conditioner.pick_reference(track.values[r]) for r in rows]
+        x = np.stack([self.conditioner.network_input(frame, i, track.values[r], ref)
+                      for r, (frame, _, i), ref in zip(rows, sources, references)])
+        return rows, ks, sources, references, self.model.run(x)
