@@ -377,3 +377,29 @@ def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
     patch, _, _ = warp_back_parts(parts, to_crop, np.ones((size, size), np.float32), frame.shape, frame, to_crop)
     inner = patch[3:-3, 3:-3].astype(np.float32)
     assert abs(inner.mean() - 127.5) < 8 and inner.std() < 8
+
+
+def test_band_loss_asks_for_the_fine_bands_aligned_or_only_as_strong():
+    """train.band_loss: zero for the target itself; a blurred drawing (fine bands gone) costs in
+    both modes; the same texture shifted by a few pixels costs in `aligned` but hardly in
+    `amplitude` (only its strength is compared there); gradients reach the prediction."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from lipstream.neural.train import band_loss
+
+    gen = torch.Generator().manual_seed(0)
+    target = (0.5 + 0.1 * torch.randn(2, 3, 48, 48, generator=gen)).clamp(0, 1)
+    weight = torch.ones(1, 1, 48, 48)
+    blurred = F.avg_pool2d(F.pad(target, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    shifted = torch.roll(target, shifts=3, dims=-1)
+    for mode in ("aligned", "amplitude"):
+        assert float(band_loss(target, target, weight, mode)) == 0.0
+        assert float(band_loss(blurred, target, weight, mode)) > 0.02
+    aligned, amplitude = (float(band_loss(shifted, target, weight, m)) for m in ("aligned", "amplitude"))
+    assert amplitude < 0.2 * aligned
+    pred = blurred.clone().requires_grad_(True)
+    band_loss(pred, target, weight, "amplitude").backward()
+    assert float(pred.grad.abs().sum()) > 0
+    with pytest.raises(ValueError):
+        band_loss(target, target, weight, "phase")
