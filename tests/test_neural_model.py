@@ -363,6 +363,27 @@ def test_texture_gives_a_soft_drawing_the_footages_texture_and_leaves_a_sharp_on
     np.testing.assert_allclose(texture.transfer(sharp, real, real, where), sharp, atol=1)
 
 
+def test_texture_counts_the_reference_texture_the_drawing_already_holds():
+    """The warp head's drawing mixes the moved reference in, so its fine bands share edges with
+    the reference's: the texture added on top must bring the band energy to the footage's, not
+    past it (adding as if the two were unrelated overshoots)."""
+    import cv2
+
+    from lipstream.bench.neural_quality import laplacian_variance
+    from lipstream.neural.geometry import Texture, added_weight
+
+    rng = np.random.default_rng(2)
+    real = np.clip(128 + rng.normal(0, 25, (96, 96, 3)), 0, 255).astype(np.uint8)
+    soft = cv2.GaussianBlur(real, (0, 0), 2.0).astype(np.float32)
+    drawn = np.clip(soft + 0.4 * (real - soft) + 0.5, 0, 255).astype(np.uint8)  # 0.4 of the real texture
+    region = np.ones((96, 96), bool)
+    out = Texture(bands=(1.0, 2.0)).transfer(drawn, real, real, np.ones((96, 96), np.float32))
+    assert 0.85 < laplacian_variance(out, region) / laplacian_variance(real, region) < 1.15
+    assert added_weight(0.16, 1.0, 0.4, 1.0) == pytest.approx(0.6)  # (0.4 + w)^2 = 1
+    assert added_weight(0.0, 1.0, 0.0, 0.25) == pytest.approx(0.5)  # unrelated: w^2 = 0.25
+    assert added_weight(0.5, 0.0, 0.0, 1.0) == 0.0  # nothing to add
+
+
 def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
     """A small face (4 crop pixels per frame pixel): the drawing's finest pattern (a 2-pixel
     checkerboard) would alias into a coarse pattern; it comes out as the flat mean instead."""
