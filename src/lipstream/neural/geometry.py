@@ -291,7 +291,7 @@ class Texture:
     flow_smooth: float = 2.0
     max_weight: float = 1.5
     frame_weight: float = 0.5
-    ring_reach: float = 0.2  # eye distances
+    ring_reach: float = 0.1  # eye distances
 
     def target(self, still: np.ndarray, region: np.ndarray, base: np.ndarray | None = None,
                ring: np.ndarray | None = None) -> float:
