@@ -214,7 +214,10 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     fine texture (finer than DETAIL_SIGMA crop pixels: skin grain, stubble) is added where the
     colour was taken, so skin stays as sharp as the footage; `real_mouth`: off the skin (the lips
     and the mouth opening) all pixels come from the moved reference (real lips and teeth, but
-    a real mouth that is only like the one asked for). Returns (patch, box, alpha) as warp_back."""
+    a real mouth that is only like the one asked for). `texture` (Texture) instead sets the fine
+    texture's strength from the result pasted into `base` (H, W, 3) uint8, the frame drawn into,
+    and its real skin on `ring` (S, S) float32 (CropGeometry.skin_ring; `bounds` should reach
+    it). Returns (patch, box, alpha) as warp_back."""
     size = parts.shape[-1]
     box = _frame_box(transform, bounds or (0, 0, size, size), frame_shape)
     xs = np.arange(box[0], box[2], dtype=np.float32)
