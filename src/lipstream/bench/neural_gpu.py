@@ -29,12 +29,12 @@ import numpy as np
 PACK_BYTES = 14 * 2**20  # one packed weights file stays under this
 
 
-def _train_one(args: tuple[str, str, str, int, int, str]) -> dict:
-    dataset, arch, head, steps, batch, out_dir = args
+def _train_one(args: tuple[str, str, str, int, int, str, dict]) -> dict:
+    dataset, arch, head, steps, batch, out_dir, extra = args
     from lipstream.neural.train import TrainConfig, Trainer
 
     start = time.perf_counter()
-    trainer = Trainer(dataset, TrainConfig(arch=arch, head=head, steps=steps, batch=batch,
+    trainer = Trainer(dataset, TrainConfig(arch=arch, head=head, steps=steps, batch=batch, **extra,
                                            eval_every=max(steps // 4, 1), checkpoint_every=steps), out_dir)
     summary = trainer.train()
     summary["wall_seconds_with_loading"] = round(time.perf_counter() - start, 2)
@@ -123,7 +123,7 @@ def _precision_quality(dataset: str, arch: str, head: str, weights: Path) -> dic
 
 
 def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
-    """Pack every weights.npz (full as float16, lite as float32) into files under PACK_BYTES."""
+    """Pack every weights.npz (lite as float32, the others as float16) into files under PACK_BYTES."""
     files, current, size = [], {}, 0
 
     def flush():
@@ -137,7 +137,7 @@ def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
     for arch in archs:
         for weights in sorted((results_dir / arch).glob("*/weights.npz")):
             state = dict(np.load(weights))
-            if arch == "full":
+            if arch != "lite":
                 state = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
             nbytes = sum(v.nbytes for v in state.values())
             if size + nbytes > PACK_BYTES:
@@ -164,12 +164,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--heads", default="", help="comma-separated heads to train (rgb, warp); default: "
                         "each arch's own. The first is packed.")
+    parser.add_argument("--band-archs", default="", help="comma-separated archs also trained with the band "
+                        "loss (train.band_loss), once per mode, into ARCH-band-MODE (packed too)")
+    parser.add_argument("--band-weight", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N datasets (0 = all)")
     args = parser.parse_args(argv)
     import torch
 
     from lipstream.bench.machine import machine_info
+    from lipstream.neural.train import BAND_MODES
 
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,8 +184,12 @@ def main(argv: list[str] | None = None) -> None:
                     "steps": {"full": args.steps_full, "lite": args.steps_lite}, "batch": args.batch,
                     "workers": args.workers}
     heads = [h for h in args.heads.split(",") if h] or [""]
-    jobs = [(str(s), arch, head, steps, args.batch, str(work / _run_name(arch, head, heads) / s.stem))
-            for head in heads for arch, steps in (("full", args.steps_full), ("lite", args.steps_lite)) for s in sets]
+    steps = {"full": args.steps_full, "lite": args.steps_lite}
+    jobs = [(str(s), arch, head, steps[arch], args.batch, str(work / _run_name(arch, head, heads) / s.stem), {})
+            for head in heads for arch in ("full", "lite") for s in sets]
+    band_runs = [f"{arch}-band-{mode}" for arch in args.band_archs.split(",") if arch for mode in BAND_MODES]
+    jobs += [(str(s), run.split("-")[0], heads[0], steps[run.split("-")[0]], args.batch, str(work / run / s.stem),
+              {"band_weight": args.band_weight, "band_mode": run.split("-")[-1]}) for run in band_runs for s in sets]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         report["trainings"] = []
@@ -203,11 +211,13 @@ def main(argv: list[str] | None = None) -> None:
             weights = work / arch / s.stem / "weights.npz"
             if weights.exists():
                 report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, heads[0], weights)
-    report["packed"] = _pack(work, out, ["full", "lite"])
+    report["packed"] = _pack(work, out, ["full", "lite", *band_runs])
     (out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
-    for t in sorted(report["trainings"], key=lambda t: (t["arch"]["name"], t["arch"]["head"], t["dataset"])):
+    for t in sorted(report["trainings"], key=lambda t: (t["arch"]["name"], t["config"].get("band_mode", ""),
+                                                        t["config"].get("band_weight", 0), t["dataset"])):
         q = t["crop_quality"]
-        print(f"{t['dataset'][-14:]:>14} {t['arch']['name']:4} {t['arch']['head']:4} n {t['frames']:3} "
+        band = f"{t['config']['band_mode'][:5]}{t['config']['band_weight']:g}" if t["config"].get("band_weight") else "-"
+        print(f"{t['dataset'][-14:]:>14} {t['arch']['name']:4} {t['arch']['head']:4} {band:6} n {t['frames']:3} "
               f"train {t['train_seconds']:5.1f}s wall {t['wall_seconds_with_loading']:5.1f}s "
               f"psnr {q['psnr_db']:5.2f} ssim {q['ssim']:.3f} sharp {q['sharpness_ratio']:.2f} "
               f"hf {q['high_frequency_ratio']:.2f} gms {q['gradient_similarity']:.3f} chg {q['change_vs_real']:.2f}")

@@ -49,6 +49,10 @@ class Conditioner:
             raise NotSupportedError(f"unknown mouth {mouth!r}; one of: {', '.join(MOUTHS)}")
         self.real_mouth = mouth == "real"
         self.texture = Texture() if mouth == "textured" else None
+        self.ring = None  # the textured mouth's skin ring (geometry.Texture); the pasted box reaches it
+        if self.texture is not None:
+            self.ring = geometry.skin_ring(size, self.texture.ring_reach)
+            self.bounds = blend_bounds(np.maximum(self.blend, self.ring))
         self.picker = ReferencePicker(references["frames"], references["params"]) if references else None
         self._reference_crops: OrderedDict[int, np.ndarray] = OrderedDict()
         self._reference_lips: dict[int, np.ndarray] = {}
@@ -116,6 +120,7 @@ class Conditioner:
             r = self.reference_index if reference is None else reference
             detail = None if params is None or self.texture is not None else self.detail(i, params, r)
             return warp_back_parts(output, self.transforms[i], self.blend, frame_shape, np.asarray(self.avatar.frames[r]),
-                                   self.transforms[r], self.bounds, detail, self.real_mouth, self.texture, frame)
+                                   self.transforms[r], self.bounds, detail, self.real_mouth, self.texture, frame,
+                                   self.ring)
         crop = np.clip(output.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return warp_back(crop, self.transforms[i], self.blend, frame_shape, self.bounds)

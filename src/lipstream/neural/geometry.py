@@ -87,6 +87,14 @@ class CropGeometry:
         grow = max(int(round(MASK_GROW / CROP_SIDE * size)), 1)
         return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
 
+    def skin_ring(self, size: int, reach: float) -> np.ndarray:
+        """(S, S) float32 0/1: the real skin in a ring `reach` eye distances wide around the
+        hidden region, outside it (what the network sees and the renderer leaves real)."""
+        hard = (self.hidden_mask(size) > 127).astype(np.uint8)
+        grow = max(int(round(reach / CROP_SIDE * size)), 1)
+        grown = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2))
+        return (grown & (1 - hard)).astype(np.float32)
+
     def blend_mask(self, size: int) -> np.ndarray:
         """Blend weights (S, S) float32 in [0, 1]: 1 deep inside the hidden region, fading to 0
         at its edge, so the pasted drawing meets the real frame where the network saw it."""
@@ -196,7 +204,8 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
                     reference_frame: np.ndarray, reference_transform: np.ndarray,
                     bounds: tuple[int, int, int, int] | None = None,
                     detail: np.ndarray | None = None, real_mouth: bool = False,
-                    texture: "Texture | None" = None, base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    texture: "Texture | None" = None, base: np.ndarray | None = None,
+                    ring: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The warp head's parts (6, S, S) float32 (colour, flow, mask, in [0, 1]; model.UNet.parts)
     made into frame pixels at the FRAME's resolution: each box pixel p takes the reference
     frame (H, W, 3) uint8 RGB at reference_transform^-1(c + flow(c)), c = transform(p) (bicubic,
@@ -205,7 +214,10 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     fine texture (finer than DETAIL_SIGMA crop pixels: skin grain, stubble) is added where the
     colour was taken, so skin stays as sharp as the footage; `real_mouth`: off the skin (the lips
     and the mouth opening) all pixels come from the moved reference (real lips and teeth, but
-    a real mouth that is only like the one asked for). Returns (patch, box, alpha) as warp_back."""
+    a real mouth that is only like the one asked for). `texture` (Texture) instead sets the fine
+    texture's strength from the result pasted into `base` (H, W, 3) uint8, the frame drawn into,
+    and its real skin on `ring` (S, S) float32 (CropGeometry.skin_ring; `bounds` should reach
+    it). Returns (patch, box, alpha) as warp_back."""
     size = parts.shape[-1]
     box = _frame_box(transform, bounds or (0, 0, size, size), frame_shape)
     xs = np.arange(box[0], box[2], dtype=np.float32)
@@ -233,7 +245,8 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
         still = cv2.remap(np.asarray(reference_frame), r[0, 0] * map_u + r[0, 1] * map_v + r[0, 2],
                           r[1, 0] * map_u + r[1, 1] * map_v + r[1, 2], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         frame = None if base is None else np.asarray(base)[box[1]:box[3], box[0]:box[2]]
-        return texture.transfer(drawn, moved, still, alpha, frame), box, alpha[..., None]
+        skin = None if ring is None else sample(np.asarray(ring, np.float32), cv2.BORDER_CONSTANT) > 0.5
+        return texture.transfer(drawn, moved, still, alpha, frame, skin), box, alpha[..., None]
     if detail is None:
         return cv2.blendLinear(moved, colour, mask, 1.0 - mask), box, alpha[..., None]
     sigma = DETAIL_SIGMA / float(align.scale_of(transform))
@@ -246,64 +259,89 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     return np.clip(patch + 0.5, 0, 255).astype(np.uint8), box, alpha[..., None]
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _laplacian_of_grey(image: np.ndarray) -> np.ndarray:
+    """The 3x3 Laplacian (float32) of an RGB image's grey levels (ITU-R 601 luma)."""
+    return cv2.Laplacian(np.ascontiguousarray(image @ _LUMA), cv2.CV_32F, ksize=1)
+
+
 @dataclass(frozen=True)
 class Texture:
-    """The warp head's result given the footage's own texture, band by band (frame pixels).
+    """The warp head's result given the footage's own fine texture (frame pixels).
 
-    The drawing (the mask's mix of colour and moved reference) is split into Gaussian bands
-    (differences of Gaussians at `bands` sigmas, frame pixels; what is coarser stays the
-    drawing's). In each band the moved reference frame's band is added with the weight that
-    brings the band's energy over the region up to a target: that of the reference frame at
-    its own place, unmoved (a real frame of this person at this scale), times (this frame's
-    energy / the reference's, outside the region, where both are real) ** `frame_weight` (a
-    frame softer or sharper than the reference: motion blur, focus, compression). Weight
-    sqrt(max(target - E_drawn, 0) / E_moved), at most `max_weight`; a band the drawing has
-    stronger than the target (ragged edges) is scaled down to it instead. Coarse bands the
-    network draws well get nothing (it keeps its fidelity); fine bands it draws soft get the
-    real texture (teeth, lips, beard, skin grain). `flow_smooth` (crop pixels) smooths the flow
-    first: a ragged flow makes ragged edges. The constants were chosen on 4 of the 9 eval
-    clips' held-out figures (docs/neural.md says which).
+    The drawing (the mask's mix of colour and moved reference) keeps what is coarser than a
+    Gaussian of `sigma`; the moved reference frame's texture finer than that (teeth, lip
+    lines, beard, skin grain) is added with the one weight w that brings the sharpness of the
+    RESULT over the region, as it will be seen (blended into the frame with the blend weights),
+    to a target: the variance of the grey Laplacian (the focus measure lipstream bench neural
+    reports) solved exactly, counting what the drawing already shares with the moved
+    reference (it mixes it in: the two are correlated). A drawing sharper than the target
+    (ragged edges) has its own fine part scaled down instead.
+
+    Target: the reference frame's own sharpness over the region at its own place (a real
+    frame of this person, at this scale, with a mouth like the one asked for), times
+    (this frame's sharpness / the reference's, both on the real skin in a ring of
+    `ring_reach` eye distances around the hidden region) ** `frame_weight`: a frame softer or
+    sharper than the reference (motion blur, focus, compression) gets softer or sharper
+    texture. Both the ring and the exponent were chosen by leave-one-clip-out over the 9
+    eval clips (docs/neural.md). `flow_smooth` (crop pixels) smooths the flow first: a ragged
+    flow makes ragged edges.
     """
 
-    bands: tuple[float, ...] = (1.0, 2.0)
+    sigma: float = 2.0
     flow_smooth: float = 2.0
     max_weight: float = 1.5
     frame_weight: float = 0.5
+    ring_reach: float = 0.1  # eye distances
+
+    def target(self, still: np.ndarray, region: np.ndarray, base: np.ndarray | None = None,
+               ring: np.ndarray | None = None) -> float:
+        """The grey-Laplacian energy the result should have over `region` (h, w) bool: the
+        unmoved reference's `still` (h, w, 3) there, corrected by base/still on `ring` (h, w) bool."""
+        lap = _laplacian_of_grey(still.astype(np.float32))
+        energy = float(np.mean(lap[region] ** 2)) if region.any() else 0.0
+        if base is None or ring is None or not ring.any() or self.frame_weight == 0:
+            return energy
+        ratio = float(np.mean(_laplacian_of_grey(base.astype(np.float32))[ring] ** 2)) / \
+            max(float(np.mean(lap[ring] ** 2)), 1e-6)
+        return energy * float(np.clip(ratio, 0.25, 4.0)) ** self.frame_weight
 
     def transfer(self, drawn: np.ndarray, moved: np.ndarray, still: np.ndarray, where: np.ndarray,
-                 base: np.ndarray | None = None) -> np.ndarray:
+                 base: np.ndarray | None = None, ring: np.ndarray | None = None) -> np.ndarray:
         """drawn, moved, still (h, w, 3) uint8 (the drawing, the moved reference, the unmoved
         reference), where (h, w) float32 the blend weights, base (h, w, 3) uint8 the frame drawn
-        into (its pixels outside the region, compared with the reference's there, say how sharp
-        this frame is: motion blur, focus) -> (h, w, 3) uint8."""
-        images = [im.astype(np.float32) for im in (drawn, moved, still)]
-        ring = (where < 0.01).astype(np.float32)
-        if base is not None and ring.sum() > 0 and self.frame_weight > 0:
-            images.append(base.astype(np.float32))
-        out = images[0].copy()
-        inside, outside = np.repeat(where.ravel(), 3), np.repeat(ring.ravel(), 3)  # a weight per colour value
-        for sigma in self.bands:
-            blurred = [cv2.GaussianBlur(im, (0, 0), sigma) for im in images]
-            band = [im - low for im, low in zip(images, blurred)]
-            drawn_e, moved_e, still_e = (band_energy(b, inside) / max(float(where.sum()), 1e-6) for b in band[:3])
-            target = still_e
-            if len(band) == 4:  # this frame's sharpness against the reference's, outside the region
-                ratio = band_energy(band[3], outside) / max(band_energy(band[2], outside), 1e-6)
-                target *= float(np.clip(ratio, 0.25, 4.0)) ** self.frame_weight
-            if drawn_e > target:  # the drawing is sharper than the footage here (ragged edges): soften it
-                out += (np.sqrt(target / drawn_e) - 1.0) * band[0]
-            else:
-                out += min(np.sqrt((target - drawn_e) / max(moved_e, 1e-6)), self.max_weight) * band[1]
-            images = blurred
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        into (None: the result is taken as pasted whole), ring (h, w) bool the real skin around
+        the region (class docstring) -> (h, w, 3) uint8."""
+        d, m = drawn.astype(np.float32), moved.astype(np.float32)
+        a = np.asarray(where, np.float32)[..., None]
+        b = d if base is None else base.astype(np.float32)
+        region = np.asarray(where) > 0 if base is not None else np.ones(where.shape, bool)
+        if not region.any():
+            return drawn
+        fine_d = d - cv2.GaussianBlur(d, (0, 0), self.sigma)
+        fine_m = m - cv2.GaussianBlur(m, (0, 0), self.sigma)
+        target = self.target(still, region, base, ring)
+        seen = _laplacian_of_grey(a * d + (1 - a) * b)[region]  # the result with nothing added
+        if float(np.mean(seen ** 2)) > target:  # sharper than the footage: scale the drawing's fine part
+            own = _laplacian_of_grey(a * fine_d)[region]
+            rest = seen - own
+            scale = added_weight(float(np.mean(rest ** 2)), float(np.mean(own ** 2)), float(np.mean(own * rest)), target)
+            return np.clip(d + (min(scale, 1.0) - 1.0) * fine_d + 0.5, 0, 255).astype(np.uint8)
+        add = _laplacian_of_grey(a * fine_m)[region]
+        weight = added_weight(float(np.mean(seen ** 2)), float(np.mean(add ** 2)), float(np.mean(seen * add)), target)
+        return np.clip(d + min(weight, self.max_weight) * fine_m + 0.5, 0, 255).astype(np.uint8)
 
 
-def band_energy(band: np.ndarray, weights: np.ndarray) -> float:
-    """Sum over pixels and channels of band (h, w, 3) float32 squared times weights (h * w * 3,)
-    float32 (a pixel's weight repeated per channel): one BLAS dot product, not a reduction over
-    the 3-long channel axis (5x slower)."""
-    flat = band.ravel()
-    return float(np.dot(flat * flat, weights))
+def added_weight(drawn: float, moved: float, cross: float, target: float) -> float:
+    """The weight w >= 0 with drawn + 2 w cross + w^2 moved = target (the mean energy of
+    d + w m for two bands d, m of mean energies `drawn`, `moved` and mean product `cross`), 0
+    if there is none: adding w m to a band that already shares edges with m (cross > 0) grows
+    its energy by more than w^2 moved."""
+    if moved <= 1e-6:
+        return 0.0
+    return float(max(-cross + np.sqrt(max(cross * cross + moved * (target - drawn), 0.0)), 0.0) / moved)
 
 
 def _antialiased(image: np.ndarray, transform: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ SHIFT_SHARE = 0.03  # random translation, share of the crop side
 SCALE_JITTER = 0.03
 ROTATE_DEG = 2.0
 GAIN_JITTER = 0.06
+BAND_SIGMAS = (1.0, 2.0)  # crop pixels: the fine bands of the band loss (geometry.Texture's, at crop scale)
+AMPLITUDE_SIGMA = 4.0  # crop pixels: the neighbourhood over which "amplitude" compares a band's strength
+BAND_MODES = ("aligned", "amplitude")
 CHECKPOINT = "checkpoint.pt"
 
 Progress = Callable[[int, int, dict], None]
@@ -65,12 +68,46 @@ class TrainConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     augment: bool = True
+    band_weight: float = 0.0  # weight of the loss on the fine bands (band_loss); 0 = plain L1
+    band_mode: str = "aligned"  # band_loss's mode: "aligned" or "amplitude"
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (reflect padding) of (B, C, S, S) float images, sigma in pixels."""
+    radius = max(int(math.ceil(3 * sigma)), 1)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype) / sigma) ** 2)
+    taps = taps / taps.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def band_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mode: str = "aligned",
+              sigmas: tuple[float, ...] = BAND_SIGMAS) -> torch.Tensor:
+    """Weighted L1 on the fine bands (differences of Gaussians at `sigmas`, crop pixels) of
+    prediction and target, (B, 3, S, S) in [0, 1], summed over the bands. Plain L1 lets the
+    network draw these bands weak (their average over plausible mouths is near zero).
+    `aligned`: the bands themselves are compared (texture at the right place); `amplitude`:
+    their local strength (|band| blurred over AMPLITUDE_SIGMA), so texture as strong as the
+    footage's is asked for wherever it is not known exactly where its edges lie."""
+    if mode not in BAND_MODES:
+        raise ValueError(f"unknown band mode {mode!r}; one of {BAND_MODES}")
+    loss = pred.new_zeros(())
+    for sigma in sigmas:
+        low_p, low_t = _gaussian_blur(pred, sigma), _gaussian_blur(target, sigma)
+        band_p, band_t = pred - low_p, target - low_t
+        if mode == "amplitude":
+            band_p, band_t = _gaussian_blur(band_p.abs(), AMPLITUDE_SIGMA), _gaussian_blur(band_t.abs(), AMPLITUDE_SIGMA)
+        loss = loss + ((band_p - band_t).abs() * weight).mean()
+        pred, target = low_p, low_t
+    return loss
 
 
 def psnr_hidden(pred: torch.Tensor, target: torch.Tensor, hide: torch.Tensor) -> torch.Tensor:
@@ -171,6 +208,8 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
                 pred = self.model(x)
             loss = ((pred.float() - target).abs() * self.weight).mean()
+            if c.band_weight:
+                loss = loss + c.band_weight * band_loss(pred.float(), target, self.weight, c.band_mode)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
