@@ -288,8 +288,8 @@ class Texture:
     or sharper texture. The ratio is the geometric mix (`ring_median`) of the ratio of mean
     energies, which the ring's few strong edges (a jaw line turned into it) dominate, and of
     the median's, which follows the skin's grain. The ring, the exponent and the mix were
-    chosen by leave-one-clip-out over the 9 eval clips (docs/neural.md). `flow_smooth` (crop pixels) smooths the flow first: a ragged
-    flow makes ragged edges.
+    chosen by leave-one-clip-out over the 9 eval clips (docs/neural.md). `flow_smooth` (crop
+    pixels) smooths the flow first: a ragged flow makes ragged edges.
     """
 
     sigma: float = 2.0
