@@ -459,6 +459,31 @@ def test_texture_follows_the_frames_own_sharpness_on_the_skin_around_the_region(
     assert results["blurred"] == pytest.approx(ratio ** texture.frame_weight, rel=0.08)
 
 
+def test_an_edge_in_the_ring_counts_less_than_a_sharper_grain():
+    """The frame's sharpness on the ring mixes the ratio of mean energies with the median's: a
+    few strong edges that the reference's ring lacks (a jaw line turned into it) raise the mean
+    and hardly the median, so they raise the target by about the mean ratio's square root; a
+    grain sharper all over raises both, and the target follows it in full."""
+    import cv2
+
+    from lipstream.neural.geometry import Texture, _laplacian_of_grey
+
+    rng = np.random.default_rng(6)
+    reference = np.clip(128 + rng.normal(0, 8, (96, 96, 3)), 0, 255).astype(np.uint8)
+    edged = reference.copy()
+    edged[:, 12::24] = edged[:, 12::24] - 60  # four dark lines
+    soft = cv2.GaussianBlur(reference, (0, 0), 0.5)
+    energy = lambda image: _laplacian_of_grey(image.astype(np.float32)).ravel() ** 2  # noqa: E731
+    texture = Texture()
+    mean_ratio = float(energy(edged).mean() / energy(reference).mean())
+    assert mean_ratio > 2
+    assert texture.frame_ratio(energy(edged), energy(reference)) < mean_ratio ** 0.7
+    sharper = float(energy(reference).mean() / energy(soft).mean())
+    assert sharper > 2
+    assert texture.frame_ratio(energy(reference), energy(soft)) == pytest.approx(sharper, rel=0.15)
+    assert Texture(ring_median=0.0).frame_ratio(energy(edged), energy(reference)) == pytest.approx(mean_ratio)
+
+
 def test_a_crop_finer_than_the_frame_is_low_passed_before_it_is_sampled():
     """A small face (4 crop pixels per frame pixel): the drawing's finest pattern (a 2-pixel
     checkerboard) would alias into a coarse pattern; it comes out as the flat mean instead."""
