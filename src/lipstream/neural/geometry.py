@@ -315,11 +315,10 @@ class Texture:
         Laplacians there (n,) float32; the mean's ratio (edges: the jaw line, nostrils) to the
         power 1 - `ring_median` times the median's (the skin's grain) to `ring_median`, each
         held to 0.25-4."""
-        ratio = lambda a, b: float(np.clip(a / max(b, 1e-6), 0.25, 4.0))  # noqa: E731
-        mean = ratio(float(np.mean(frame)), float(np.mean(reference)))
+        mean = _held_ratio(float(np.mean(frame)), float(np.mean(reference)))
         if self.ring_median == 0:
             return mean
-        median = ratio(float(np.median(frame)), float(np.median(reference)))
+        median = _held_ratio(float(np.median(frame)), float(np.median(reference)))
         return mean ** (1.0 - self.ring_median) * median ** self.ring_median
 
     def transfer(self, drawn: np.ndarray, moved: np.ndarray, still: np.ndarray, where: np.ndarray,
@@ -346,6 +345,11 @@ class Texture:
         add = _laplacian_of_grey(a * fine_m)[region]
         weight = added_weight(float(np.mean(seen ** 2)), float(np.mean(add ** 2)), float(np.mean(seen * add)), target)
         return np.clip(d + min(weight, self.max_weight) * fine_m + 0.5, 0, 255).astype(np.uint8)
+
+
+def _held_ratio(a: float, b: float) -> float:
+    """a / b held to 0.25-4 (a frame at most 4x softer or sharper than its reference)."""
+    return float(np.clip(a / max(b, 1e-6), 0.25, 4.0))
 
 
 def added_weight(drawn: float, moved: float, cross: float, target: float) -> float:
