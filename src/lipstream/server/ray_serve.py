@@ -32,7 +32,7 @@ SHUTDOWN_MARGIN_S = 5.0  # Serve's graceful shutdown waits this much past GOING_
 AUTOSCALE_FILL = 0.75  # with autoscaling: a new replica starts when the average one has this share of its sessions
 UPSCALE_DELAY_S = 5.0
 DOWNSCALE_DELAY_S = 120.0  # a replica is removed after this long under target (its sessions get GOING_AWAY_S)
-LOOK_BACK_S = 10.0  # open sockets are averaged over this long
+LOOK_BACK_S = 15.0  # open sockets are averaged over this long (Serve wants more than its 10 s metrics interval)
 # Serve's controller gives a starting HTTP proxy 5 s to answer (then 10, 15, ...) and kills it when
 # it doesn't; with both cores busy the proxy is still importing then, and serve.start gives up
 # after its own 60 s. One wait as long as serve.start's lets a slow proxy finish starting.
