@@ -554,3 +554,41 @@ def test_band_loss_asks_for_the_fine_bands_aligned_or_only_as_strong():
     assert float(pred.grad.abs().sum()) > 0
     with pytest.raises(ValueError):
         band_loss(target, target, weight, "phase")
+
+
+def test_textured_crop_adds_only_the_moved_references_fine_texture():
+    """train.textured_crop: a flat moved reference adds nothing; a striped one adds its stripes
+    (zero mean: the coarse part is the drawing's), scaled by the gain."""
+    torch = pytest.importorskip("torch")
+    from lipstream.neural.train import textured_crop
+
+    drawing = torch.full((1, 3, 32, 32), 0.4)
+    flat = torch.full((1, 3, 32, 32), 0.7)
+    assert torch.allclose(textured_crop(drawing, flat, 2.0, 1.0), drawing, atol=1e-6)
+    stripes = 0.5 + 0.2 * (torch.arange(32) % 2).float().expand(1, 3, 32, 32)
+    added = textured_crop(drawing, stripes, 2.0, 1.0) - drawing
+    assert float(added.abs().mean()) > 0.08 and abs(float(added.mean())) < 0.01
+    assert torch.allclose(textured_crop(drawing, stripes, 2.0, 0.5) - drawing, 0.5 * added, atol=1e-6)
+
+
+def test_texture_loss_adds_the_textured_crops_l1_and_moves_the_flow(dataset):
+    """TrainConfig.texture_weight: the loss is the plain weighted L1 plus the weight times the
+    textured crop's (moved reference's fine texture added), and its gradient reaches the flow;
+    the rgb head (nothing moved) refuses it."""
+    torch = pytest.importorskip("torch")
+    from lipstream.neural.model import move_reference
+    from lipstream.neural.train import TEXTURE_SIGMA, TrainConfig, Trainer, textured_crop
+
+    trainer = Trainer(dataset, TrainConfig(arch="tiny", steps=1, batch=2, device="cpu", texture_weight=2.0))
+    x, target = trainer.inputs(torch.arange(2), augment=False)
+    loss, pred = trainer._loss(x, target)
+    plain = ((pred - target).abs() * trainer.weight).mean()
+    moved = move_reference(trainer.model.parts(x), x[:, 3:6], trainer.model.grid)
+    textured = textured_crop(pred, moved, TEXTURE_SIGMA * 64 / 256, 1.0)
+    expected = plain + 2.0 * ((textured - target).abs() * trainer.weight).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    trainer.model.zero_grad()
+    (loss - plain).backward()  # the texture term alone
+    assert float(trainer.model.head.weight.grad[3:5].abs().sum()) > 0
+    with pytest.raises(NotSupportedError, match="warp head"):
+        Trainer(dataset, TrainConfig(arch="tiny", head="rgb", steps=1, device="cpu", texture_weight=1.0))

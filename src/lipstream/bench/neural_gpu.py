@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--band-archs", default="", help="comma-separated archs also trained with the band "
                         "loss (train.band_loss), once per mode, into ARCH-band-MODE (packed too)")
     parser.add_argument("--band-weight", type=float, default=1.0)
+    parser.add_argument("--texture-weight", type=float, default=0.0, help="train.TrainConfig.texture_weight of "
+                        "the packed networks (the L1 on the textured crop; 0 = off)")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N datasets (0 = all)")
     args = parser.parse_args(argv)
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
                     "workers": args.workers}
     heads = [h for h in args.heads.split(",") if h] or [""]
     steps = {"full": args.steps_full, "lite": args.steps_lite}
-    jobs = [(str(s), arch, head, steps[arch], args.batch, str(work / _run_name(arch, head, heads) / s.stem), {})
+    texture = {"texture_weight": args.texture_weight} if args.texture_weight else {}
+    jobs = [(str(s), arch, head, steps[arch], args.batch, str(work / _run_name(arch, head, heads) / s.stem), texture)
             for head in heads for arch in ("full", "lite") for s in sets]
     band_runs = [f"{arch}-band-{mode}" for arch in args.band_archs.split(",") if arch for mode in BAND_MODES]
     jobs += [(str(s), run.split("-")[0], heads[0], steps[run.split("-")[0]], args.batch, str(work / run / s.stem),

@@ -117,9 +117,18 @@ class UNet(nn.Module):
 def compose_parts(parts: torch.Tensor, reference: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """The warp head's crop from its parts (B, 6, S, S) (UNet.parts) and the reference crop (B, 3, S, S),
     grid (1, S, S, 2) the crop's own pixel centres in grid_sample coordinates."""
+    return mix_parts(parts, move_reference(parts, reference, grid))
+
+
+def move_reference(parts: torch.Tensor, reference: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The reference crop (B, 3, S, S) moved by the parts' flow (compose_parts' arguments), float32."""
     offset = (parts[:, 3:5].permute(0, 2, 3, 1).float() * 2 - 1) * (2 * MAX_FLOW)  # grid units span 2
-    moved = F.grid_sample(reference.float(), grid + offset, mode="bilinear", padding_mode="border",
-                          align_corners=False)
+    return F.grid_sample(reference.float(), grid + offset, mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def mix_parts(parts: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """The mask's mix (B, 3, S, S) of the moved reference and the parts' colour."""
     mask = parts[:, 5:6].float()
     return mask * moved + (1 - mask) * parts[:, :3].float()
 

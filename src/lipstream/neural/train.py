@@ -3,7 +3,10 @@
 Self-supervised: every training frame is its own target. The input is that frame's crop with
 the hidden region zeroed, its lip sketch (lip model fitted and redrawn), the hidden mask and
 the reference crop; the loss is L1 over the crop, HIDDEN_WEIGHT times heavier inside the
-hidden region. Augmentation moves crop and sketch together by a small random similarity
+hidden region. Optionally (`texture_weight`, warp head) the same L1 also on the TEXTURED
+crop, the drawing plus the moved reference's fine texture as geometry.Texture adds it at
+render time (textured_crop), so the flow and mask learn where moving the reference puts its
+lip lines and creases in the wrong place (ghosts). Augmentation moves crop and sketch together by a small random similarity
 (alignment jitter between frames) and scales colours. AdamW with a one-cycle schedule; bf16
 autocast and channels-last on CUDA, float32 on the CPU.
 
@@ -36,8 +39,8 @@ import torch.nn.functional as F
 
 from lipstream.errors import NotSupportedError
 from lipstream.neural.dataset import load_dataset
-from lipstream.neural.layout import HIDE_THRESHOLD, network_input
-from lipstream.neural.model import CONFIGS, build_model, parameter_count, state_to_numpy
+from lipstream.neural.layout import HIDE_THRESHOLD, REFERENCE, network_input
+from lipstream.neural.model import CONFIGS, build_model, mix_parts, move_reference, parameter_count, state_to_numpy
 from lipstream.neural.references import training_references
 
 HIDDEN_WEIGHT = 4.0
@@ -48,6 +51,7 @@ GAIN_JITTER = 0.06
 BAND_SIGMAS = (1.0, 2.0)  # crop pixels: the fine bands of the band loss (geometry.Texture's, at crop scale)
 AMPLITUDE_SIGMA = 4.0  # crop pixels: the neighbourhood over which "amplitude" compares a band's strength
 BAND_MODES = ("aligned", "amplitude")
+TEXTURE_SIGMA = 2.0  # crop pixels at 256 px (geometry.Texture's sigma), scaled with the crop side
 CHECKPOINT = "checkpoint.pt"
 
 Progress = Callable[[int, int, dict], None]
@@ -70,6 +74,8 @@ class TrainConfig:
     augment: bool = True
     band_weight: float = 0.0  # weight of the loss on the fine bands (band_loss); 0 = plain L1
     band_mode: str = "aligned"  # band_loss's mode: "aligned" or "amplitude"
+    texture_weight: float = 0.0  # weight of the L1 on the textured crop (textured_crop); 0 = off
+    texture_gain: float = 1.0  # the weight of the moved reference's fine texture added there
 
 
 def pick_device(name: str) -> torch.device:
@@ -110,6 +116,13 @@ def band_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mo
     return loss
 
 
+def textured_crop(drawing: torch.Tensor, moved: torch.Tensor, sigma: float, gain: float) -> torch.Tensor:
+    """The drawing (B, 3, S, S) plus `gain` times the moved reference's (B, 3, S, S) texture
+    finer than a Gaussian of `sigma` (crop pixels): geometry.Texture's result at crop scale,
+    with a fixed weight instead of the solved one."""
+    return drawing + gain * (moved - _gaussian_blur(moved, sigma))
+
+
 def psnr_hidden(pred: torch.Tensor, target: torch.Tensor, hide: torch.Tensor) -> torch.Tensor:
     """PSNR (B,) in dB over the hidden pixels; images (B, 3, S, S) in [0, 1], hide (1, 1, S, S) 0/1."""
     se = ((pred.float() - target.float()) ** 2 * hide).sum(dim=(1, 2, 3))
@@ -139,6 +152,8 @@ class Trainer:
         self.weight = 1.0 + HIDDEN_WEIGHT * hidden / 255.0
         self.reference = self.crops[int(self.meta["reference"])][None].float()
         self.references = None  # warp head: per frame, the training frames it may move (references.py)
+        if config.texture_weight and self.net_config.head != "warp":
+            raise NotSupportedError("texture_weight needs the warp head (it adds the moved reference's texture)")
         if self.net_config.head == "warp":
             table = training_references(np.asarray(data["params"]), self.split)
             self.references = torch.from_numpy(table).to(dev)
@@ -205,9 +220,7 @@ class Trainer:
             x, target = self.inputs(idx, c.augment)
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
-                pred = self.model(x)
-            loss = ((pred.float() - target).abs() * self.weight).mean()
+            loss, pred = self._loss(x, target)
             if c.band_weight:
                 loss = loss + c.band_weight * band_loss(pred.float(), target, self.weight, c.band_mode)
             self.optimizer.zero_grad(set_to_none=True)
@@ -229,6 +242,19 @@ class Trainer:
                 self._checkpoint()
         self.train_seconds += time.perf_counter() - start
         return self.finish()
+
+    def _loss(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weighted L1 of the crop (and of the textured crop, `texture_weight`) and the crop."""
+        c = self.config
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            out = self.model.parts(x) if c.texture_weight else self.model(x)
+        if not c.texture_weight:
+            return ((out.float() - target).abs() * self.weight).mean(), out
+        moved = move_reference(out, x[:, REFERENCE], self.model.grid)
+        pred = mix_parts(out, moved)
+        textured = textured_crop(pred, moved, TEXTURE_SIGMA * self.net_config.size / 256, c.texture_gain)
+        loss = ((pred - target).abs() * self.weight).mean()
+        return loss + c.texture_weight * ((textured - target).abs() * self.weight).mean(), pred
 
     @torch.no_grad()
     def evaluate(self, batch: int = 32) -> dict:
