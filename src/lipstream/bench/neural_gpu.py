@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     texture = {"texture_weight": args.texture_weight} if args.texture_weight else {}
     jobs = [(str(s), arch, head, steps[arch], args.batch, str(work / _run_name(arch, head, heads) / s.stem), texture)
             for head in heads for arch in ("full", "lite") for s in sets]
-    band_runs = [f"{arch}-band-{mode}" for arch in args.band_archs.split(",") if arch for mode in BAND_MODES]
-    jobs += [(str(s), run.split("-")[0], heads[0], steps[run.split("-")[0]], args.batch, str(work / run / s.stem),
-              {"band_weight": args.band_weight, "band_mode": run.split("-")[-1]}) for run in band_runs for s in sets]
+    band = {f"{arch}-band-{mode}": (arch, mode) for arch in args.band_archs.split(",") if arch for mode in BAND_MODES}
+    jobs += [(str(s), arch, heads[0], steps[arch], args.batch, str(work / run / s.stem),
+              {"band_weight": args.band_weight, "band_mode": mode}) for run, (arch, mode) in band.items() for s in sets]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         report["trainings"] = []
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             weights = work / arch / s.stem / "weights.npz"
             if weights.exists():
                 report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, heads[0], weights)
-    report["packed"] = _pack(work, out, ["full", "lite", *band_runs])
+    report["packed"] = _pack(work, out, ["full", "lite", *band])
     (out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
     for t in sorted(report["trainings"], key=lambda t: (t["arch"]["name"], t["config"].get("band_mode", ""),
                                                         t["config"].get("band_weight", 0), t["dataset"])):
