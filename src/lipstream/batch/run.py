@@ -6,6 +6,7 @@ Clips are handed out grouped by avatar, so a worker mostly renders clips of avat
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -92,16 +93,30 @@ def _run_ray(clips: list[Clip], setup: tuple, workers: int | None, address: str)
     ray = import_ray()
     todo = deque(clips)
     pool = _RayPool(ray, setup, workers, address, todo)
-    pool.start()
-    try:
-        if pool.starts_ray:
-            here = ClipRenderer(*setup)
-            while (clip := _next(todo)) is not None:
-                yield {**here.render(clip), "worker": "here"}
-                yield from pool.rows(wait=False)
-        yield from pool.rows()
-    finally:
-        pool.stop()
+    with _blas_single_threaded(pool.starts_ray):
+        pool.start()
+        try:
+            if pool.starts_ray:
+                here = ClipRenderer(*setup)
+                while (clip := _next(todo)) is not None:
+                    yield {**here.render(clip), "worker": "here"}
+                    yield from pool.rows(wait=False)
+            yield from pool.rows()
+        finally:
+            pool.stop()
+
+
+def _blas_single_threaded(rendering_beside_ray: bool):
+    """One BLAS thread in this process while it renders beside a Ray starting and stopping in
+    another thread (`rendering_beside_ray`), else nothing. Ray forks its processes from that
+    thread, and OpenBLAS's fork handler stops its thread pool under a BLAS call running here,
+    which then spins forever (seen as a hung batch; a fork loop beside a matrix product does it
+    within seconds). One thread has no pool to stop; it is what the process pool's workers use."""
+    if not rendering_beside_ray:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 class _RayPool(threading.Thread):
