@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps-full", type=int, default=2000)
     parser.add_argument("--steps-lite", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--archs", default="full,lite", help="comma-separated archs to train (full, lite)")
     parser.add_argument("--heads", default="", help="comma-separated heads to train (rgb, warp); default: "
                         "each arch's own. The first is packed.")
     parser.add_argument("--band-archs", default="", help="comma-separated archs also trained with the band "
@@ -187,9 +188,10 @@ def main(argv: list[str] | None = None) -> None:
                     "workers": args.workers}
     heads = [h for h in args.heads.split(",") if h] or [""]
     steps = {"full": args.steps_full, "lite": args.steps_lite}
+    archs = [a for a in args.archs.split(",") if a]
     texture = {"texture_weight": args.texture_weight} if args.texture_weight else {}
     jobs = [(str(s), arch, head, steps[arch], args.batch, str(work / _run_name(arch, head, heads) / s.stem), texture)
-            for head in heads for arch in ("full", "lite") for s in sets]
+            for head in heads for arch in archs for s in sets]
     band = {f"{arch}-band-{mode}": (arch, mode) for arch in args.band_archs.split(",") if arch for mode in BAND_MODES}
     jobs += [(str(s), arch, heads[0], steps[arch], args.batch, str(work / run / s.stem),
               {"band_weight": args.band_weight, "band_mode": mode}) for run, (arch, mode) in band.items() for s in sets]
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(short), flush=True)
     report["all_trainings_wall_s"] = round(time.perf_counter() - start, 1)
     report["throughput_fps"] = {}
-    for arch in ("full", "lite"):
+    for arch in archs:
         for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
             for batch in (1, 32, 128):
                 fps = _throughput(arch, batch, dtype)
@@ -210,11 +212,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{arch} {name} batch {batch}: {fps:.0f} frames/s", flush=True)
     report["precision"] = {}
     for s in sets:
-        for arch in ("full", "lite"):
+        for arch in archs:
             weights = work / arch / s.stem / "weights.npz"
             if weights.exists():
                 report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, heads[0], weights)
-    report["packed"] = _pack(work, out, ["full", "lite", *band])
+    report["packed"] = _pack(work, out, [*archs, *band])
     (out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
     for t in sorted(report["trainings"], key=lambda t: (t["arch"]["name"], t["config"].get("band_mode", ""),
                                                         t["config"].get("band_weight", 0), t["dataset"])):
