@@ -332,10 +332,25 @@ def test_training_references_are_near_mouths_from_another_moment():
     assert (np.abs(table - t[:, None]) >= 12).all()
     jaw = params[:, 0]
     assert (np.abs(jaw[table[:, 0]] - jaw) < 0.1).all()  # a mouth open as much
-    picker = ReferencePicker(np.arange(48), params[:48])
-    first = picker.pick(params[50])
+    poses = np.zeros((48, 2), np.float32)
+    picker = ReferencePicker(np.arange(48), params[:48], poses)
+    first = picker.pick(params[50], np.zeros(2))
     assert abs(jaw[first] - jaw[50]) < 0.05
-    assert picker.pick(params[50] + [0.01, 0, 0, 0]) == first  # held: no switching for a small change
+    assert picker.pick(params[50] + [0.01, 0, 0, 0], np.zeros(2)) == first  # held: no switching for a small change
+
+
+def test_the_reference_is_the_near_mouth_whose_head_pose_is_nearest():
+    from lipstream.neural.references import ReferencePicker
+
+    # frames 0-3 have the same mouth; frame 2 alone is turned like the frame drawn into
+    params = np.array([[0.5, 0, 0, 0]] * 4 + [[0.0, 0, 0, 0]] * 4, np.float32)
+    poses = np.zeros((8, 2), np.float32)
+    poses[:4, 0] = [0.3, -0.2, 0.1, 0.25]
+    picker = ReferencePicker(np.arange(8), params, poses)
+    assert picker.pick(params[0], np.array([0.12, 0.0])) == 2
+    assert picker.pick(params[0], np.array([-0.2, 0.0])) == 2  # held while its mouth stays among the nearest
+    assert picker.pick(params[4], np.array([-0.2, 0.0])) in range(4, 8)  # another mouth: picked afresh
+    assert picker.pick(params[0], np.array([-0.2, 0.0])) == 1
 
 
 def test_warp_head_moves_the_reference_crop_by_its_flow():

@@ -53,7 +53,12 @@ class Conditioner:
         if self.texture is not None:
             self.ring = geometry.skin_ring(size, self.texture.ring_reach)
             self.bounds = blend_bounds(np.maximum(self.blend, self.ring))
-        self.picker = ReferencePicker(references["frames"], references["params"]) if references else None
+        self.picker = None
+        if references:
+            pose = np.asarray(avatar.bank["frame_pose"], np.float32)  # head pose per frame (avatar.bank)
+            self.poses = pose.reshape(len(pose), -1)
+            frames = np.asarray(references["frames"], np.int64)
+            self.picker = ReferencePicker(frames, references["params"], self.poses[frames])
         self._reference_crops: OrderedDict[int, np.ndarray] = OrderedDict()
         self._reference_lips: dict[int, np.ndarray] = {}
 
@@ -73,10 +78,11 @@ class Conditioner:
         """Mouth parameters (4,) fitted to source frame i's own landmarks (its true lip shape)."""
         return self.lip_model(i).fit(np.asarray(self.avatar.landmarks[i], np.float32))
 
-    def pick_reference(self, params: np.ndarray) -> int:
-        """The frame the network gets as reference for mouth params (4,): the picker's choice
-        (warp head; call once per output frame, in order), else the fixed reference."""
-        return self.picker.pick(params) if self.picker is not None else self.reference_index
+    def pick_reference(self, params: np.ndarray, i: int) -> int:
+        """The frame the network gets as reference for mouth params (4,) drawn into source frame
+        i: the picker's choice (warp head; call once per output frame, in order), else the
+        fixed reference."""
+        return self.picker.pick(params, self.poses[i]) if self.picker is not None else self.reference_index
 
     def reference_crop(self, r: int) -> np.ndarray:
         """The (S, S, 3) uint8 crop of source frame r (cached)."""

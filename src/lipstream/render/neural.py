@@ -67,7 +67,7 @@ class NeuralRenderer(Renderer):
     def render_frame(self, k: int, params: np.ndarray) -> np.ndarray:
         """Frame k (H, W, 3) uint8 RGB with the mouth of params (4,) float32."""
         frame, _, i = self.idle.source(k)
-        reference = self.conditioner.pick_reference(params)
+        reference = self.conditioner.pick_reference(params, i)
         x = self.conditioner.network_input(frame, i, params, reference)
         return self.idle.animate(k, self.composite(frame, i, self.model.run(x[None])[0], params, reference))
 
@@ -101,7 +101,7 @@ class NeuralRenderer(Renderer):
         rows = range(start, min(start + BATCH, len(track)))
         ks = [first + r for r in rows]
         sources = [self.idle.source(k) for k in ks]
-        references = [self.conditioner.pick_reference(track.values[r]) for r in rows]
+        references = [self.conditioner.pick_reference(track.values[r], i) for r, (_, _, i) in zip(rows, sources)]
         x = np.stack([self.conditioner.network_input(frame, i, track.values[r], ref)
                       for r, (frame, _, i), ref in zip(rows, sources, references)])
         return rows, ks, sources, references, self.model.run(x)
