@@ -145,7 +145,7 @@ def prepare(
 def train(
     avatar: Annotated[Path, typer.Argument(help="A video avatar package (lipstream prepare VIDEO -o DIR).")],
     arch: Annotated[TrainArch, typer.Option(help="full (256 px, GPU), lite (128 px, CPU real time) or both.")] = TrainArch.both,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps per network (default: 700 full, 1000 lite).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per network (default: 1400 full, 3000 lite).")] = None,
     batch: Annotated[int, typer.Option(help="Crops per step.")] = 32,
     device: Annotated[TrainDevice, typer.Option(help="auto: a CUDA GPU if torch sees one.")] = TrainDevice.auto,
     weights: Annotated[Optional[list[Path]], typer.Option(help="Install weights trained elsewhere on this avatar's dataset instead of training.")] = None,

@@ -20,7 +20,7 @@ from lipstream.errors import BadAvatarError, NotSupportedError
 
 ARCHS = ("full", "lite")
 # Steps per network when not given: what the measured figures (docs/neural.md) were trained with.
-DEFAULT_STEPS = {"full": 700, "lite": 1000, "tiny": 150}
+DEFAULT_STEPS = {"full": 1400, "lite": 3000, "tiny": 150}
 WORK_DIR = ".train"  # checkpoints inside the package while training; removed when done
 
 

@@ -295,7 +295,7 @@ class Texture:
     sigma: float = 2.0
     flow_smooth: float = 2.0
     max_weight: float = 1.5
-    frame_weight: float = 0.5
+    frame_weight: float = 0.75
     ring_reach: float = 0.1  # eye distances
     ring_median: float = 0.5
 
