@@ -66,7 +66,8 @@ class ReferencePicker:
         the held one while its mouth is among the `choices` nearest, else the one of those
         whose pose is nearest."""
         distance = ((self.features - mouth_features(params)[0]) ** 2).sum(-1)
-        nearest = np.argsort(distance, kind="stable")[: self.choices]
+        k = min(self.choices, len(distance))
+        nearest = np.argpartition(distance, k - 1)[:k]  # the k nearest, in no order
         if self._held is None or self._held not in nearest:
             turn = ((self.poses[nearest] - np.asarray(pose, np.float32)) ** 2).sum(-1)
             self._held = int(nearest[int(turn.argmin())])
