@@ -260,6 +260,10 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# Texture.transfer solves its weight on the unclipped result, then aims higher by what clipping
+# to 0..255 took off, at most CLIP_ROUNDS solves, until within CLIP_TOLERANCE of the target.
+CLIP_ROUNDS = 3
+CLIP_TOLERANCE = 0.02
 
 
 def _laplacian_of_grey(image: np.ndarray) -> np.ndarray:
@@ -277,8 +281,9 @@ class Texture:
     RESULT over the region, as it will be seen (blended into the frame with the blend weights),
     to a target: the variance of the grey Laplacian (the focus measure lipstream bench neural
     reports) solved exactly, counting what the drawing already shares with the moved
-    reference (it mixes it in: the two are correlated). A drawing sharper than the target
-    (ragged edges) has its own fine part scaled down instead.
+    reference (it mixes it in: the two are correlated), then solved again for what clipping
+    the result to 0..255 takes off (bright teeth, dark mouth). A drawing sharper than the
+    target (ragged edges) has its own fine part scaled down instead.
 
     Target: the reference frame's own sharpness over the region at its own place (a real
     frame of this person, at this scale, with a mouth like the one asked for), times
@@ -343,8 +348,16 @@ class Texture:
             scale = added_weight(float(np.mean(rest ** 2)), float(np.mean(own ** 2)), float(np.mean(own * rest)), target)
             return np.clip(d + (min(scale, 1.0) - 1.0) * fine_d + 0.5, 0, 255).astype(np.uint8)
         add = _laplacian_of_grey(a * fine_m)[region]
-        weight = added_weight(float(np.mean(seen ** 2)), float(np.mean(add ** 2)), float(np.mean(seen * add)), target)
-        return np.clip(d + min(weight, self.max_weight) * fine_m + 0.5, 0, 255).astype(np.uint8)
+        energies = float(np.mean(seen ** 2)), float(np.mean(add ** 2)), float(np.mean(seen * add))
+        aim = target
+        for _ in range(CLIP_ROUNDS):  # clipping to 0..255 takes energy off the brightest and darkest edges
+            weight = min(added_weight(*energies, aim), self.max_weight)
+            result = np.clip(d + weight * fine_m + 0.5, 0, 255).astype(np.uint8)
+            got = float(np.mean(_laplacian_of_grey(a * result + (1 - a) * b)[region] ** 2))
+            if got >= target * (1 - CLIP_TOLERANCE) or weight >= self.max_weight:
+                break
+            aim *= target / max(got, 1e-6)
+        return result
 
 
 def _held_ratio(a: float, b: float) -> float:
