@@ -444,14 +444,13 @@ def test_texture_counts_the_reference_texture_the_drawing_already_holds():
     assert added_weight(0.5, 0.0, 0.0, 1.0) == 0.0  # nothing to add
 
 
-def test_texture_reaches_its_target_where_the_result_is_clipped(monkeypatch):
+def test_texture_reaches_its_target_where_the_result_is_clipped():
     """A bright drawing (teeth, lit skin): the texture added to it is clipped at 255, which
     takes energy off the result; the weight is solved again for that, so the result still
     meets its target, where one solve falls far short."""
     import cv2
 
     from lipstream.bench.neural_quality import laplacian_variance
-    from lipstream.neural import geometry
     from lipstream.neural.geometry import Texture
 
     rng = np.random.default_rng(4)
@@ -462,8 +461,7 @@ def test_texture_reaches_its_target_where_the_result_is_clipped(monkeypatch):
     out = Texture().transfer(bright, real, real, where)
     assert np.mean(out == 255) > 0.3
     assert 0.95 < ratio(out) < 1.05
-    monkeypatch.setattr(geometry, "CLIP_ROUNDS", 1)
-    assert ratio(Texture().transfer(bright, real, real, where)) < 0.7
+    assert ratio(Texture(clip_rounds=1).transfer(bright, real, real, where)) < 0.7
 
 
 def test_texture_follows_the_frames_own_sharpness_on_the_skin_around_the_region():

@@ -260,10 +260,6 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-# Texture.transfer solves its weight on the unclipped result, then aims higher by what clipping
-# to 0..255 took off, at most CLIP_ROUNDS solves, until within CLIP_TOLERANCE of the target.
-CLIP_ROUNDS = 3
-CLIP_TOLERANCE = 0.02
 
 
 def _laplacian_of_grey(image: np.ndarray) -> np.ndarray:
@@ -303,6 +299,8 @@ class Texture:
     frame_weight: float = 0.75
     ring_reach: float = 0.1  # eye distances
     ring_median: float = 0.5
+    clip_rounds: int = 3  # solves at most, aiming higher by what clipping to 0..255 took off
+    clip_tolerance: float = 0.02  # until the clipped result is this close to the target
 
     def target(self, still: np.ndarray, region: np.ndarray, base: np.ndarray | None = None,
                ring: np.ndarray | None = None) -> float:
@@ -350,11 +348,11 @@ class Texture:
         add = _laplacian_of_grey(a * fine_m)[region]
         energies = float(np.mean(seen ** 2)), float(np.mean(add ** 2)), float(np.mean(seen * add))
         aim = target
-        for _ in range(CLIP_ROUNDS):  # clipping to 0..255 takes energy off the brightest and darkest edges
+        for _ in range(self.clip_rounds):  # clipping to 0..255 takes energy off the brightest and darkest edges
             weight = min(added_weight(*energies, aim), self.max_weight)
             result = np.clip(d + weight * fine_m + 0.5, 0, 255).astype(np.uint8)
             got = float(np.mean(_laplacian_of_grey(a * result + (1 - a) * b)[region] ** 2))
-            if got >= target * (1 - CLIP_TOLERANCE) or weight >= self.max_weight:
+            if got >= target * (1 - self.clip_tolerance) or weight >= self.max_weight:
                 break
             aim *= target / max(got, 1e-6)
         return result
