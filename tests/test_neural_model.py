@@ -464,6 +464,36 @@ def test_texture_reaches_its_target_where_the_result_is_clipped():
     assert ratio(Texture(clip_rounds=1).transfer(bright, real, real, where)) < 0.7
 
 
+def test_texture_draws_no_edge_of_the_moved_reference_that_the_drawing_lacks():
+    """A lip edge drawn soft at x = 40 and the moved reference's at x = 52 (a mouth a little
+    unlike the one drawn), with skin grain on both sides: with every pixel of the moved texture
+    added, a second, ghost edge appears at x = 52 next to the drawn one; with agreement_gate,
+    none does, the drawn edge is sharpened in place, and the grain is still added where the
+    two agree (an even shift of colour between them counts as agreeing)."""
+    import cv2
+
+    from lipstream.neural.geometry import Texture, agreement_gate
+
+    x = np.arange(96)[None, :, None]
+    grain = np.random.default_rng(6).normal(0, 6, (96, 96, 3))
+    moved = np.clip(np.where(x < 52, 90, 170) + grain, 0, 255).astype(np.uint8)
+    drawn = cv2.GaussianBlur(np.where(x < 40, 100, 180).repeat(96, 0).repeat(3, 2).astype(np.uint8), (0, 0), 2.5)
+    where = np.ones((96, 96), np.float32)
+    profile = lambda image: image.astype(np.float32).mean(axis=(0, 2))  # noqa: E731 (the mean over rows)
+    ghost = lambda image: np.abs(np.diff(profile(image))[49:55]).max()  # noqa: E731 (a step at x = 52)
+    steep = lambda image: np.abs(np.diff(profile(image))[37:43]).max()  # noqa: E731 (the drawn edge)
+    everywhere = Texture(agreement=0).transfer(drawn, moved, moved, where)
+    gated = Texture().transfer(drawn, moved, moved, where)
+    assert ghost(drawn) < 1.0
+    assert ghost(everywhere) > 8.0
+    assert ghost(gated) < 0.3 * ghost(everywhere)
+    assert steep(gated) > 1.2 * steep(drawn)
+    flat = gated[:, 70:90].astype(np.float32)
+    assert np.std(flat - cv2.GaussianBlur(flat, (0, 0), 2.0)) > 0.5 * np.std(grain[:, 70:90])
+    low = cv2.GaussianBlur(moved, (0, 0), 2.0).astype(np.float32)
+    assert agreement_gate(low + 30.0, low, 4.0).min() > 0.99
+
+
 def test_texture_follows_the_frames_own_sharpness_on_the_skin_around_the_region():
     """A frame whose real skin around the region is softer than the reference's there (motion
     blur, focus) gets softer texture: the target scales by the ring's ratio ** frame_weight;

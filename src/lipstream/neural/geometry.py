@@ -281,6 +281,13 @@ class Texture:
     the result to 0..255 takes off (bright teeth, dark mouth). A drawing sharper than the
     target (ragged edges) has its own fine part scaled down instead.
 
+    Only where the moved reference has the drawing's edges: where its coarse picture has edges
+    the drawing lacks (its lips, teeth, jaw line a few pixels off the ones drawn), its fine
+    texture would draw them again beside them, double lip lines and striped teeth. There the
+    drawing's OWN fine part is added instead (its edges, in place, sharpened), by
+    agreement_gate with `agreement` grey levels a pixel, chosen by leave-one-clip-out with
+    `max_weight` (docs/neural.md).
+
     Target: the reference frame's own sharpness over the region at its own place (a real
     frame of this person, at this scale, with a mouth like the one asked for), times
     (this frame's sharpness / the reference's, both on the real skin in a ring of
@@ -295,12 +302,13 @@ class Texture:
 
     sigma: float = 2.0
     flow_smooth: float = 2.0
-    max_weight: float = 1.5
+    max_weight: float = 2.5
     frame_weight: float = 0.75
     ring_reach: float = 0.1  # eye distances
     ring_median: float = 0.5
     clip_rounds: int = 3  # solves at most, aiming higher by what clipping to 0..255 took off
     clip_tolerance: float = 0.02  # until the clipped result is this close to the target
+    agreement: float = 4.0  # grey levels a pixel (agreement_gate); 0 = the moved texture everywhere
 
     def target(self, still: np.ndarray, region: np.ndarray, base: np.ndarray | None = None,
                ring: np.ndarray | None = None) -> float:
@@ -337,7 +345,11 @@ class Texture:
         if not region.any():
             return drawn
         fine_d = d - cv2.GaussianBlur(d, (0, 0), self.sigma)
-        fine_m = m - cv2.GaussianBlur(m, (0, 0), self.sigma)
+        low_m = cv2.GaussianBlur(m, (0, 0), self.sigma)
+        fine_m = m - low_m
+        if self.agreement > 0:  # the moved texture where it agrees with the drawing, the drawing's own elsewhere
+            gate = agreement_gate(d - fine_d, low_m, self.agreement)[..., None]
+            fine_m = gate * fine_m + (1.0 - gate) * fine_d
         target = self.target(still, region, base, ring)
         seen = _laplacian_of_grey(a * d + (1 - a) * b)[region]  # the result with nothing added
         if float(np.mean(seen ** 2)) > target:  # sharper than the footage: scale the drawing's fine part
@@ -356,6 +368,19 @@ class Texture:
                 break
             aim *= target / max(got, 1e-6)
         return result
+
+
+def agreement_gate(low_drawn: np.ndarray, low_moved: np.ndarray, scale: float) -> np.ndarray:
+    """(h, w) float32 in (0, 1]: exp(-1/2 (g / scale)^2), g the gradient magnitude (grey levels a
+    pixel, RMS over R, G, B) of the difference of the coarse drawing and the coarse moved
+    reference (h, w, 3) float32: 1 where the moved reference has the drawing's edges (or differs
+    from it only by an even shift of colour), near 0 where its edges lie elsewhere (its lips,
+    teeth or jaw line where the drawing has none): its fine texture there would be a ghost."""
+    difference = low_drawn - low_moved
+    gx = cv2.Sobel(difference, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(difference, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    squared = np.mean(gx**2 + gy**2, axis=-1)
+    return np.exp(-0.5 * squared / scale**2).astype(np.float32)
 
 
 def _held_ratio(a: float, b: float) -> float:
