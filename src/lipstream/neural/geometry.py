@@ -262,9 +262,19 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The grey levels (h, w) float32 (ITU-R 601 luma) of an RGB image (h, w, 3) float32."""
+    return cv2.transform(np.ascontiguousarray(image, np.float32), _LUMA[None])
+
+
+def _laplacian(grey: np.ndarray) -> np.ndarray:
+    """The 3x3 Laplacian (float32) of grey levels (h, w)."""
+    return cv2.Laplacian(np.ascontiguousarray(grey, np.float32), cv2.CV_32F, ksize=1)
+
+
 def _laplacian_of_grey(image: np.ndarray) -> np.ndarray:
     """The 3x3 Laplacian (float32) of an RGB image's grey levels (ITU-R 601 luma)."""
-    return cv2.Laplacian(np.ascontiguousarray(image @ _LUMA), cv2.CV_32F, ksize=1)
+    return _laplacian(_grey(image))
 
 
 @dataclass(frozen=True)
@@ -339,31 +349,34 @@ class Texture:
         into (None: the result is taken as pasted whole), ring (h, w) bool the real skin around
         the region (class docstring) -> (h, w, 3) uint8."""
         d, m = drawn.astype(np.float32), moved.astype(np.float32)
-        a = np.asarray(where, np.float32)[..., None]
-        b = d if base is None else base.astype(np.float32)
-        region = np.asarray(where) > 0 if base is not None else np.ones(where.shape, bool)
+        a = np.asarray(where, np.float32)
+        region = a > 0 if base is not None else np.ones(where.shape, bool)
         if not region.any():
             return drawn
-        fine_d = d - cv2.GaussianBlur(d, (0, 0), self.sigma)
+        low_d = cv2.GaussianBlur(d, (0, 0), self.sigma)
         low_m = cv2.GaussianBlur(m, (0, 0), self.sigma)
-        fine_m = m - low_m
+        fine_d, fine_m = d - low_d, m - low_m
         if self.agreement > 0:  # the moved texture where it agrees with the drawing, the drawing's own elsewhere
-            gate = agreement_gate(d - fine_d, low_m, self.agreement)[..., None]
-            fine_m = gate * fine_m + (1.0 - gate) * fine_d
+            gate = agreement_gate(low_d, low_m, self.agreement)[..., None]
+            fine_m = fine_d + gate * (fine_m - fine_d)
         target = self.target(still, region, base, ring)
-        seen = _laplacian_of_grey(a * d + (1 - a) * b)[region]  # the result with nothing added
+        # The result as it will be seen, a d + (1 - a) b, measured on grey levels: a is the same
+        # for R, G and B, so its grey Laplacian is that of a grey(d) + (1 - a) grey(b).
+        rest = (1 - a) * (_grey(d) if base is None else _grey(base.astype(np.float32)))
+        seen = _laplacian(a * _grey(d) + rest)[region]  # the result with nothing added
         if float(np.mean(seen ** 2)) > target:  # sharper than the footage: scale the drawing's fine part
-            own = _laplacian_of_grey(a * fine_d)[region]
-            rest = seen - own
-            scale = added_weight(float(np.mean(rest ** 2)), float(np.mean(own ** 2)), float(np.mean(own * rest)), target)
+            own = _laplacian(a * _grey(fine_d))[region]
+            others = seen - own
+            scale = added_weight(float(np.mean(others ** 2)), float(np.mean(own ** 2)), float(np.mean(own * others)),
+                                 target)
             return np.clip(d + (min(scale, 1.0) - 1.0) * fine_d + 0.5, 0, 255).astype(np.uint8)
-        add = _laplacian_of_grey(a * fine_m)[region]
+        add = _laplacian(a * _grey(fine_m))[region]
         energies = float(np.mean(seen ** 2)), float(np.mean(add ** 2)), float(np.mean(seen * add))
         aim = target
         for _ in range(self.clip_rounds):  # clipping to 0..255 takes energy off the brightest and darkest edges
             weight = min(added_weight(*energies, aim), self.max_weight)
             result = np.clip(d + weight * fine_m + 0.5, 0, 255).astype(np.uint8)
-            got = float(np.mean(_laplacian_of_grey(a * result + (1 - a) * b)[region] ** 2))
+            got = float(np.mean(_laplacian(a * _grey(result.astype(np.float32)) + rest)[region] ** 2))
             if got >= target * (1 - self.clip_tolerance) or weight >= self.max_weight:
                 break
             aim *= target / max(got, 1e-6)
@@ -377,10 +390,10 @@ def agreement_gate(low_drawn: np.ndarray, low_moved: np.ndarray, scale: float) -
     from it only by an even shift of colour), near 0 where its edges lie elsewhere (its lips,
     teeth or jaw line where the drawing has none): its fine texture there would be a ghost."""
     difference = low_drawn - low_moved
-    gx = cv2.Sobel(difference, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(difference, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    squared = np.mean(gx**2 + gy**2, axis=-1)
-    return np.exp(-0.5 * squared / scale**2).astype(np.float32)
+    gx = cv2.Sobel(difference, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
+    gy = cv2.Sobel(difference, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
+    squared = cv2.transform(gx * gx + gy * gy, np.full((1, 3), 1 / 3, np.float32))  # the mean over R, G, B
+    return cv2.exp(squared * np.float32(-0.5 / scale**2))
 
 
 def _held_ratio(a: float, b: float) -> float:
