@@ -362,8 +362,9 @@ class Texture:
         target = self.target(still, region, base, ring)
         # The result as it will be seen, a d + (1 - a) b, measured on grey levels: a is the same
         # for R, G and B, so its grey Laplacian is that of a grey(d) + (1 - a) grey(b).
-        rest = (1 - a) * (_grey(d) if base is None else _grey(base.astype(np.float32)))
-        seen = _laplacian(a * _grey(d) + rest)[region]  # the result with nothing added
+        grey_d = _grey(d)
+        rest = (1 - a) * (grey_d if base is None else _grey(base.astype(np.float32)))
+        seen = _laplacian(a * grey_d + rest)[region]  # the result with nothing added
         if float(np.mean(seen ** 2)) > target:  # sharper than the footage: scale the drawing's fine part
             own = _laplacian(a * _grey(fine_d))[region]
             others = seen - own
