@@ -657,3 +657,44 @@ def test_texture_loss_adds_the_textured_crops_l1_and_moves_the_flow(dataset):
     assert float(trainer.model.head.weight.grad[3:5].abs().sum()) > 0
     with pytest.raises(NotSupportedError, match="warp head"):
         Trainer(dataset, TrainConfig(arch="tiny", head="rgb", steps=1, device="cpu", texture_weight=1.0))
+
+
+def test_the_discriminator_learns_real_crops_from_drawn_ones_and_the_network_pays_for_what_it_tells(dataset):
+    """TrainConfig.adversarial_weight: the patch discriminator sees the drawing only where the
+    renderer pastes it (the real crop elsewhere), learns to score real crops above an untrained
+    network's drawings, and its verdict reaches the network's weights but not its own."""
+    torch = pytest.importorskip("torch")
+    from lipstream.neural.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    trainer = Trainer(dataset, TrainConfig(arch="tiny", steps=1, batch=4, device="cpu", adversarial_weight=0.1))
+    x, target = trainer.inputs(torch.arange(4), augment=False)
+    with torch.no_grad():
+        seen = trainer.seen(trainer.model(x), target)
+    outside = (trainer.hidden == 0).expand_as(seen)
+    assert torch.equal(seen[outside], target[outside]) and not torch.allclose(seen, target)
+    losses = [trainer.discriminator_step(x, target, seen) for _ in range(150)]
+    with torch.no_grad():
+        real, fake = trainer._scores(x, target), trainer._scores(x, seen)
+    assert losses[-1] < 0.6 * losses[0]
+    assert float(real.mean()) > float(fake.mean()) + 0.3
+    trainer.model.zero_grad()
+    trainer.discriminator.zero_grad()
+    trainer.adversarial_loss(x, trainer.seen(trainer.model(x), target)).backward()
+    assert float(trainer.model.head.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in trainer.discriminator.parameters())
+
+
+def test_adversarial_training_resumes_with_its_discriminator(dataset, tmp_path):
+    torch = pytest.importorskip("torch")
+    from lipstream.neural.train import TrainConfig, Trainer
+
+    config = TrainConfig(arch="tiny", steps=4, batch=2, device="cpu", eval_every=4, checkpoint_every=2,
+                         adversarial_weight=0.1, adversarial_start=0.0)
+    first = Trainer(dataset, config, tmp_path)
+    first.train(until=2)
+    resumed = Trainer(dataset, config, tmp_path)
+    for a, b in zip(first.discriminator.state_dict().values(), resumed.discriminator.state_dict().values()):
+        assert torch.equal(a, b)
+    summary = resumed.train()
+    assert summary["steps"] == 4 and "discriminator_loss" in summary["history"][-1]

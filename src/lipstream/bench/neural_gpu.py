@@ -137,7 +137,7 @@ def _pack(results_dir: Path, out: Path, archs: list[str]) -> list[str]:
     for arch in archs:
         for weights in sorted((results_dir / arch).glob("*/weights.npz")):
             state = dict(np.load(weights))
-            if arch != "lite":
+            if not arch.startswith("lite"):
                 state = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
             nbytes = sum(v.nbytes for v in state.values())
             if size + nbytes > PACK_BYTES:
@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--band-weight", type=float, default=1.0)
     parser.add_argument("--texture-weight", type=float, default=0.0, help="train.TrainConfig.texture_weight of "
                         "the packed networks (the L1 on the textured crop; 0 = off)")
+    parser.add_argument("--adversarial-archs", default="", help="comma-separated archs also trained with the "
+                        "patch discriminator (train.TrainConfig.adversarial_weight), once per weight of "
+                        "--adversarial-weights, into ARCH-advWEIGHT (packed too)")
+    parser.add_argument("--adversarial-weights", default="0.01")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N datasets (0 = all)")
     args = parser.parse_args(argv)
@@ -195,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     band = {f"{arch}-band-{mode}": (arch, mode) for arch in args.band_archs.split(",") if arch for mode in BAND_MODES}
     jobs += [(str(s), arch, heads[0], steps[arch], args.batch, str(work / run / s.stem),
               {"band_weight": args.band_weight, "band_mode": mode}) for run, (arch, mode) in band.items() for s in sets]
+    adversarial = {f"{arch}-adv{w:g}": (arch, w) for arch in args.adversarial_archs.split(",") if arch
+                   for w in (float(v) for v in args.adversarial_weights.split(",") if v)}
+    jobs += [(str(s), arch, heads[0], steps[arch], args.batch, str(work / run / s.stem), {"adversarial_weight": w})
+             for run, (arch, w) in adversarial.items() for s in sets]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         report["trainings"] = []
@@ -216,12 +224,14 @@ def main(argv: list[str] | None = None) -> None:
             weights = work / arch / s.stem / "weights.npz"
             if weights.exists():
                 report["precision"][f"{arch}/{s.stem}"] = _precision_quality(str(s), arch, heads[0], weights)
-    report["packed"] = _pack(work, out, [*archs, *band])
+    report["packed"] = _pack(work, out, [*archs, *band, *adversarial])
     (out / "gpu.json").write_text(json.dumps(report, indent=1) + "\n")
     for t in sorted(report["trainings"], key=lambda t: (t["arch"]["name"], t["config"].get("band_mode", ""),
-                                                        t["config"].get("band_weight", 0), t["dataset"])):
+                                                        t["config"].get("band_weight", 0),
+                                                        t["config"].get("adversarial_weight", 0), t["dataset"])):
         q = t["crop_quality"]
-        band = f"{t['config']['band_mode'][:5]}{t['config']['band_weight']:g}" if t["config"].get("band_weight") else "-"
+        band = (f"{t['config']['band_mode'][:5]}{t['config']['band_weight']:g}" if t["config"].get("band_weight")
+                else f"adv{t['config']['adversarial_weight']:g}" if t["config"].get("adversarial_weight") else "-")
         print(f"{t['dataset'][-14:]:>14} {t['arch']['name']:4} {t['arch']['head']:4} {band:6} n {t['frames']:3} "
               f"train {t['train_seconds']:5.1f}s wall {t['wall_seconds_with_loading']:5.1f}s "
               f"psnr {q['psnr_db']:5.2f} ssim {q['ssim']:.3f} sharp {q['sharpness_ratio']:.2f} "

@@ -20,6 +20,7 @@ OUT_CHANNELS = 3
 PARTS_CHANNELS = 6  # warp head: colour (3), flow (2), mask (1), all in [0, 1] (one INT8 scale fits all)
 MAX_FLOW = 0.25  # the warp head's largest displacement, share of the crop side (flow 0..1 -> -MAX..MAX)
 REFERENCE = slice(3, 6)  # the reference crop's channels in the input
+SHAPE = slice(6, 9)  # the lip sketch's two channels and the hidden mask: the shape asked for
 HIDE_THRESHOLD = 0.5  # a pixel is zeroed in the input where the soft hidden mask exceeds this
 
 

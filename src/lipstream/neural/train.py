@@ -6,7 +6,9 @@ the reference crop; the loss is L1 over the crop, HIDDEN_WEIGHT times heavier in
 hidden region. Optionally (`texture_weight`, warp head) the same L1 also on the TEXTURED
 crop, the drawing plus the moved reference's fine texture as geometry.Texture adds it at
 render time (textured_crop), so the flow and mask learn where moving the reference puts its
-lip lines and creases in the wrong place (ghosts). Augmentation moves crop and sketch together by a small random similarity
+lip lines and creases in the wrong place (ghosts). Optionally (`adversarial_weight`) a patch
+discriminator (discriminator.py) is trained beside it from `adversarial_start` of the steps on,
+and the network is also asked to draw crops it cannot tell from real ones. Augmentation moves crop and sketch together by a small random similarity
 (alignment jitter between frames) and scales colours. AdamW with a one-cycle schedule; bf16
 autocast and channels-last on CUDA, float32 on the CPU.
 
@@ -39,11 +41,13 @@ import torch.nn.functional as F
 
 from lipstream.errors import NotSupportedError
 from lipstream.neural.dataset import load_dataset
-from lipstream.neural.layout import HIDE_THRESHOLD, REFERENCE, network_input
+from lipstream.neural.discriminator import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
+from lipstream.neural.layout import HIDE_THRESHOLD, REFERENCE, SHAPE, network_input
 from lipstream.neural.model import CONFIGS, build_model, mix_parts, move_reference, parameter_count, state_to_numpy
 from lipstream.neural.references import training_references
 
 HIDDEN_WEIGHT = 4.0
+DISCRIMINATOR_LR = 2e-4  # Adam, betas (0.5, 0.999): pix2pix's
 SHIFT_SHARE = 0.03  # random translation, share of the crop side
 SCALE_JITTER = 0.03
 ROTATE_DEG = 2.0
@@ -76,6 +80,8 @@ class TrainConfig:
     band_mode: str = "aligned"  # band_loss's mode: "aligned" or "amplitude"
     texture_weight: float = 0.0  # weight of the L1 on the textured crop (textured_crop); 0 = off
     texture_gain: float = 1.0  # the weight of the moved reference's fine texture added there
+    adversarial_weight: float = 0.0  # weight of the patch discriminator's loss (discriminator.py); 0 = off
+    adversarial_start: float = 0.25  # share of the steps trained with L1 alone before it is on
 
 
 def pick_device(name: str) -> torch.device:
@@ -167,6 +173,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr,
                                                             total_steps=max(config.steps, 2), pct_start=0.15)
+        self.discriminator = None
+        if config.adversarial_weight:
+            self.discriminator = PatchDiscriminator(size).to(dev)
+            self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=DISCRIMINATOR_LR, betas=(0.5, 0.999))
         self.step = 0
         self.history: list[dict] = []
         self.out_dir = Path(out_dir) if out_dir else None
@@ -223,15 +233,22 @@ class Trainer:
             loss, pred = self._loss(x, target)
             if c.band_weight:
                 loss = loss + c.band_weight * band_loss(pred.float(), target, self.weight, c.band_mode)
+            adversarial = self.discriminator is not None and self.step >= c.adversarial_start * c.steps
+            if adversarial:
+                seen = self.seen(pred, target)
+                loss = loss + c.adversarial_weight * self.adversarial_loss(x, seen)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
+            d_loss = self.discriminator_step(x, target, seen.detach()) if adversarial else None
             self.step += 1
             info = {"loss": float(loss.detach())} if (self.step % 50 == 0 or self.step == c.steps) else {}
             if self.step % c.eval_every == 0 or self.step == c.steps:
                 info = {"loss": float(loss.detach()), **self.evaluate()}
                 self.model.train()
+            if info and d_loss is not None:
+                info["discriminator_loss"] = d_loss
             if info:
                 self.history.append({"step": self.step, **info})
             if progress:
@@ -255,6 +272,33 @@ class Trainer:
         textured = textured_crop(pred, moved, TEXTURE_SIGMA * self.net_config.size / 256, c.texture_gain)
         loss = ((pred - target).abs() * self.weight).mean()
         return loss + c.texture_weight * ((textured - target).abs() * self.weight).mean(), pred
+
+    def seen(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The drawn crop (B, 3, S, S) as the renderer pastes it: inside the hidden region, the real
+        crop `target` outside (what the discriminator judges)."""
+        soft = self.hidden / 255.0
+        return soft * pred.float() + (1 - soft) * target
+
+    def _scores(self, x: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
+        """The discriminator's patch scores of `crop` next to the input's lip sketch and hidden mask."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            return self.discriminator(torch.cat([crop, x[:, SHAPE]], 1)).float()
+
+    def adversarial_loss(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """The network's adversarial loss on its drawn crops (the discriminator held fixed)."""
+        self.discriminator.requires_grad_(False)
+        fake = self._scores(x, seen)
+        self.discriminator.requires_grad_(True)
+        return generator_loss(fake, patch_weights(self.hidden / 255.0, fake))
+
+    def discriminator_step(self, x: torch.Tensor, target: torch.Tensor, seen: torch.Tensor) -> float:
+        """One step of the discriminator on real crops and the network's drawn ones; its loss."""
+        real, fake = self._scores(x, target), self._scores(x, seen)
+        loss = discriminator_loss(real, fake, patch_weights(self.hidden / 255.0, real))
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_optimizer.step()
+        return float(loss.detach())
 
     @torch.no_grad()
     def evaluate(self, batch: int = 32) -> dict:
@@ -303,6 +347,9 @@ class Trainer:
                  "schedule": self.schedule.state_dict(), "step": self.step, "history": self.history,
                  "generator": self.generator.get_state(), "config": asdict(self.config),
                  "train_seconds": self.train_seconds}
+        if self.discriminator is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["d_optimizer"] = self.d_optimizer.state_dict()
         tmp = self.out_dir / (CHECKPOINT + ".part")
         torch.save(state, tmp)
         tmp.replace(self.out_dir / CHECKPOINT)
@@ -318,6 +365,9 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.step, self.history = int(state["step"]), list(state["history"])
         self.generator.set_state(state["generator"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
 
 
