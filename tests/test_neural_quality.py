@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 
 from lipstream.bench.neural_quality import (gradient_similarity, high_frequency_energy, laplacian_variance,
-                                            mean_change, psnr, region_quality, ssim)
+                                            mean_change, opening_quality, opening_region, psnr, region_quality,
+                                            ssim)
 
 
 def textured(seed: int = 0, size: int = 96) -> np.ndarray:
@@ -82,3 +83,29 @@ def test_figures_read_only_the_region_and_its_surroundings():
     big_region = np.zeros((300, 260), bool)
     big_region[100:220, 50:170] = region
     assert region_quality([embed(r) for r in renders], [embed(r) for r in reals], [big_region] * 3) == small
+
+
+def test_teeth_drawn_as_one_band_score_low_inside_the_opening_only_where_the_mouth_is_open():
+    """A mouth opening with separate teeth (bright columns with dark gaps) on grainy skin; the
+    render draws the teeth as one blurred band. Over the whole region the skin's grain holds its
+    sharpness ratio above half; inside the opening it falls far lower. A closed mouth (a sliver of an opening)
+    is left out, and with no open mouth there is no figure."""
+    real = textured()
+    real[44:56, 30:66] = 40  # the dark inside
+    for x in range(31, 66, 6):
+        real[45:51, x:x + 4] = 235  # upper teeth, a gap between each
+    render = real.copy()
+    render[44:56, 30:66] = cv2.GaussianBlur(real, (0, 0), 3.0)[44:56, 30:66]
+    lips = np.array([[28, 50], [48, 42], [68, 50], [48, 58]], np.float32)  # corner, top, corner, bottom
+    opening = opening_region(lips, real.shape)
+    assert opening[50, 48] and opening[50, 32] and not opening[40, 48] and not opening[50, 20]
+    closed = opening_region(np.array([[28, 50], [48, 49.5], [68, 50], [48, 50.5]], np.float32), real.shape)
+    assert closed.sum() < 64
+    whole = region_quality([render], [real], [REGION])
+    inside = opening_quality([render, real], [real, real], [opening, closed])
+    assert whole["sharpness_ratio"] > 0.5
+    assert inside["open_frames"] == 1 and inside["sharpness_ratio"] < 0.2 and inside["gradient_similarity"] < 0.6
+    assert inside["sharpness_ratio"] < 0.3 * whole["sharpness_ratio"]
+    assert opening_quality([real], [real], [opening])["sharpness_ratio"] == 1.0
+    assert opening_quality([render], [real], [closed]) == {"open_frames": 0, "sharpness_ratio": None,
+                                                            "gradient_similarity": None, "psnr_db": None}

@@ -32,7 +32,7 @@ import numpy as np
 
 from lipstream.bench.machine import machine_info
 
-from lipstream.bench.neural_quality import mean_change, region_quality
+from lipstream.bench.neural_quality import mean_change, opening_quality, opening_region, region_quality
 
 SHEET_FRAMES = 6
 SHEET_TILE = 224  # pixels, the longer side of a tile
@@ -47,7 +47,7 @@ SPEED_VARIANTS = [("lite", "int8-static"), ("lite", "fp32"), ("full", "int8-stat
 def heldout_quality(avatar, variants: list[tuple[str, str]], sheet: Path | None = None) -> dict:
     """Held-out PSNR/SSIM/temporal change of bank and the neural variants (module docstring)."""
     from lipstream.avatar.bank import build_bank
-    from lipstream.face.mouth import measure_mouth
+    from lipstream.face.mouth import INNER_LOWER, INNER_UPPER, measure_mouth
     from lipstream.motion.params import params_from_measures
     from lipstream.neural.dataset import heldout_start
     from lipstream.neural.geometry import hidden_region_pixels
@@ -72,10 +72,12 @@ def heldout_quality(avatar, variants: list[tuple[str, str]], sheet: Path | None 
                       for j in range(split, n)]
         name = f"neural {arch}/{variant}" + (f" {mouth[0]} mouth" if mouth else "")
         outputs[name] = [r.render_frame(j, c.fitted_params(j)) for j in range(split, n)]
+    inner = list(INNER_UPPER) + list(INNER_LOWER[-2:0:-1])  # around the opening
+    openings = [opening_region(landmarks[j, inner], frames[0].shape) for j in range(split, n)]
     result = {"avatar": avatar.name, "frames": n, "heldout_frames": n - split, "size": list(avatar.size)}
     for name, outs in outputs.items():
         if name != "real":
-            result[name] = region_quality(outs, frames, region)
+            result[name] = {**region_quality(outs, frames, region), "opening": opening_quality(outs, frames, openings)}
     result["real_change_per_frame"] = round(mean_change(frames, region), 2)
     if sheet is not None:
         _contact_sheet(outputs, region, sheet)

@@ -18,6 +18,9 @@ All take RGB uint8 frames (H, W, 3) and a boolean region (H, W) per frame (the m
 - `mean_change`: the mean absolute change (0-255) of the region from one frame to the next;
   its ratio to the real video's (`change_vs_real`) is 1.0 for the footage's own motion,
   above for flicker, below for a mouth that moves less.
+- `opening_quality`: sharpness ratio, gradient similarity and PSNR inside the real mouth
+  opening (`opening_region`: teeth, tongue, the dark inside) of the frames where it is open:
+  teeth drawn as one white band score low there though the whole region may score well.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ SSIM_C1 = (0.01 * 255) ** 2
 SSIM_C2 = (0.03 * 255) ** 2
 GMS_C = 170.0  # GMSD's constant 0.0026 on [0, 1] levels, for 0-255
 HALF_NYQUIST = 0.25  # cycles per pixel
+MIN_OPENING_PIXELS = 64  # an opening smaller than this (about 8 x 8 pixels) counts as closed
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -116,3 +120,26 @@ def region_quality(renders: list[np.ndarray], reals: list[np.ndarray], regions: 
         "change_per_frame": round(change, 2),
         "change_vs_real": round(change / max(real_change, 1e-6), 3),
     }
+
+
+def opening_region(inner_lips: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean (H, W) mask of the mouth opening: inside the inner lip contour, points (n, 2)
+    float (x, y) in frame pixels, in order around the opening."""
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(inner_lips) * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+    return mask.astype(bool)
+
+
+def opening_quality(renders: list[np.ndarray], reals: list[np.ndarray], openings: list[np.ndarray]) -> dict:
+    """Sharpness ratio (median), gradient similarity and PSNR (means) inside the real mouth
+    openings (opening_region) of the frames where they hold MIN_OPENING_PIXELS or more; None
+    for each when no frame's mouth is open."""
+    open_ = [k for k, m in enumerate(openings) if m.sum() >= MIN_OPENING_PIXELS]
+    if not open_:
+        return {"open_frames": 0, "sharpness_ratio": None, "gradient_similarity": None, "psnr_db": None}
+    renders, reals, regions = _cropped([renders[k] for k in open_], [reals[k] for k in open_],
+                                       [openings[k] for k in open_])
+    mean = lambda f: float(np.mean([f(o, r, m) for o, r, m in zip(renders, reals, regions)]))  # noqa: E731
+    return {"open_frames": len(open_),
+            "sharpness_ratio": round(_median_ratio(laplacian_variance, renders, reals, regions), 3),
+            "gradient_similarity": round(mean(gradient_similarity), 4), "psnr_db": round(mean(psnr), 2)}
