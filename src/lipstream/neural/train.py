@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from lipstream.errors import NotSupportedError
 from lipstream.neural.dataset import load_dataset
-from lipstream.neural.discriminator import PatchDiscriminator, discriminator_loss, generator_loss, patch_weights
+from lipstream.neural.discriminator import (FINE_GAIN, PatchDiscriminator, discriminator_loss, generator_loss,
+                                            patch_weights)
 from lipstream.neural.layout import HIDE_THRESHOLD, REFERENCE, SHAPE, network_input
 from lipstream.neural.model import CONFIGS, build_model, mix_parts, move_reference, parameter_count, state_to_numpy
 from lipstream.neural.references import training_references
@@ -127,6 +128,13 @@ def textured_crop(drawing: torch.Tensor, moved: torch.Tensor, sigma: float, gain
     finer than a Gaussian of `sigma` (crop pixels): geometry.Texture's result at crop scale,
     with a fixed weight instead of the solved one."""
     return drawing + gain * (moved - _gaussian_blur(moved, sigma))
+
+
+def discriminator_input(crop: torch.Tensor, shape: torch.Tensor, sigma: float) -> torch.Tensor:
+    """What the patch discriminator sees (discriminator.py): the crop (B, 3, S, S) in [0, 1] as
+    [-1, 1], its band finer than a Gaussian of `sigma` crop pixels x FINE_GAIN, and the input's
+    lip sketch and hidden mask (B, 3, S, S) (layout.SHAPE)."""
+    return torch.cat([crop * 2 - 1, (crop - _gaussian_blur(crop, sigma)) * FINE_GAIN, shape], 1)
 
 
 def psnr_hidden(pred: torch.Tensor, target: torch.Tensor, hide: torch.Tensor) -> torch.Tensor:
@@ -282,7 +290,8 @@ class Trainer:
     def _scores(self, x: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
         """The discriminator's patch scores of `crop` next to the input's lip sketch and hidden mask."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
-            return self.discriminator(torch.cat([crop, x[:, SHAPE]], 1)).float()
+            sigma = TEXTURE_SIGMA * self.net_config.size / 256
+            return self.discriminator(discriminator_input(crop, x[:, SHAPE], sigma)).float()
 
     def adversarial_loss(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         """The network's adversarial loss on its drawn crops (the discriminator held fixed)."""
