@@ -3,63 +3,41 @@ without one), request heads that never end. Memory must stay put and such socket
 
 from __future__ import annotations
 
-import os
 import socket
-import time
 
 from adversarial.conftest import TOKEN
 from live_server import health, tree_rss_mib
-from lipstream.bench.attack import raw_websocket
+from lipstream.bench.attack import flood_pings, ping_frames, raw_websocket, time_to_drop
 from lipstream.server.transport import HEADER_TIMEOUT_S, WRITE_STALL_S
 
-PING_FLOOD_S = 4.0
+PING_FLOOD_MAX_S = 60.0
 MAX_GROWTH_MIB = 50
-
-
-def ping_frame(payload: bytes = b"x" * 125) -> bytes:
-    mask = os.urandom(4)
-    return bytes([0x89, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def flood_pings(sock: socket.socket, seconds: float) -> int:
-    """Send pings for `seconds` without reading anything; returns the bytes the kernel took."""
-    sock.setblocking(False)
-    frames, sent = ping_frame() * 64, 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            sent += sock.send(frames)
-        except BlockingIOError:
-            time.sleep(0.01)  # the server stopped reading: its pongs are not being read either
-        except OSError:
-            break  # the server dropped us
-    return sent
-
-
-def dropped_within(sock: socket.socket, seconds: float) -> bool:
-    """True if the server closes or resets the socket within `seconds` (we still read nothing)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            sock.send(ping_frame())
-        except BlockingIOError:
-            pass
-        except OSError:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_unread_pings_do_not_grow_the_server(server):
     port = int(server.http.rsplit(":", 1)[1])
     before = tree_rss_mib(server.process.pid)
     with raw_websocket(port, TOKEN) as authorized, raw_websocket(port, None) as anonymous:
-        sent = flood_pings(authorized, PING_FLOOD_S / 2) + flood_pings(anonymous, PING_FLOOD_S / 2)
+        authorized.setblocking(False), anonymous.setblocking(False)
+        flooded = flood_pings(authorized, PING_FLOOD_MAX_S)
+        assert flooded["server_stopped_reading"], flooded  # pongs unread: the server reads no more pings
+        flood_pings(anonymous, PING_FLOOD_MAX_S)
         growth = tree_rss_mib(server.process.pid) - before
-        assert growth < MAX_GROWTH_MIB, (growth, sent)
+        assert growth < MAX_GROWTH_MIB, (growth, flooded)
         assert health(server)["status"] == "ok"
-        assert dropped_within(anonymous, 5)  # refused for its token: dropped at once
-        assert dropped_within(authorized, WRITE_STALL_S + 10)  # reads nothing: dropped once stalled
+        assert time_to_drop(anonymous, 5) is not None  # refused for its token: dropped at once
+        assert time_to_drop(authorized, WRITE_STALL_S + 10) is not None  # stalled: dropped
+
+
+def test_a_client_that_breaks_the_protocol_and_reads_nothing_is_dropped(server):
+    # Pongs the kernel's buffers cannot all take (the client's is capped at 4 KiB), yet less than
+    # the megabyte at which the server stops reading; then an unmasked frame. The server closes
+    # for the protocol error, and its close used to wait forever for the unread pongs to leave.
+    port = int(server.http.rsplit(":", 1)[1])
+    with raw_websocket(port, TOKEN, receive_buffer=4096) as sock:
+        sock.sendall(ping_frames(1) * (3 * 2**20 // len(ping_frames(1))) + b"\x89\x00")
+        sock.setblocking(False)
+        assert time_to_drop(sock, WRITE_STALL_S + 10) is not None
 
 
 def test_request_heads_that_never_end_are_closed(server):

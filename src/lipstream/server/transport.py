@@ -5,7 +5,8 @@ Two things an app cannot see happen there:
   that sends pings and never reads the pongs grew the server by 140-176 MiB in 10-20 s (also
   before it had shown a token). Here reading stops while the socket's write buffer holds over
   WRITE_BUFFER_BYTES (asyncio's `pause_writing`), so pongs are made only as fast as the client
-  reads them, and a socket that stays undrained for `WRITE_STALL_S` is aborted.
+  reads them, and a socket that stays undrained for `WRITE_STALL_S` is aborted; so is one closed
+  (after a protocol error, say) with bytes its client never takes.
 - **Request heads that never end**: uvicorn's h11 protocol times out idle keep-alive
   connections but not a request head that arrives slowly or stops half-way (200 such sockets
   were held for a whole test run). Here a head must be complete within `HEADER_TIMEOUT_S` of its
@@ -67,15 +68,21 @@ class SendMeter:
 
 
 class _CountingTransport:
-    """A transport that counts what is written through it into a SendMeter."""
+    """A transport that counts what is written through it into a SendMeter, and calls `on_close`
+    after each `close()`."""
 
-    def __init__(self, transport, meter: SendMeter):
+    def __init__(self, transport, meter: SendMeter, on_close):
         self._transport = transport
         self._meter = meter
+        self._on_close = on_close
 
     def write(self, data) -> None:
         self._meter.written += len(data)
         self._transport.write(data)
+
+    def close(self) -> None:
+        self._transport.close()
+        self._on_close()
 
     def __getattr__(self, name):
         return getattr(self._transport, name)
@@ -93,7 +100,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         self._stall_timer = None
         self.meter = SendMeter(transport)
-        self.transport = _CountingTransport(transport, self.meter)
+        self.transport = _CountingTransport(transport, self.meter, self._closed_with_unsent_bytes)
 
     def handle_connect(self, event) -> None:
         super().handle_connect(event)
@@ -131,6 +138,13 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc) -> None:
         self._cancel_stall_timer()
         super().connection_lost(exc)
+
+    def _closed_with_unsent_bytes(self) -> None:
+        """asyncio's close() waits for the write buffer to drain, forever if the client reads
+        nothing (uvicorn closes so on a protocol error, a close handshake, a keep-alive timeout):
+        such a socket is aborted after `write_stall_s` too, even below the buffer's high mark."""
+        if self._stall_timer is None and self.transport.get_write_buffer_size() > 0:
+            self._stall_timer = self.loop.call_later(self.write_stall_s, self._abort_stalled)
 
     def _abort_stalled(self) -> None:
         self._stall_timer = None
