@@ -698,3 +698,20 @@ def test_adversarial_training_resumes_with_its_discriminator(dataset, tmp_path):
         assert torch.equal(a, b)
     summary = resumed.train()
     assert summary["steps"] == 4 and "discriminator_loss" in summary["history"][-1]
+
+
+def test_full_trains_with_the_discriminator_unless_told_otherwise(monkeypatch):
+    """The arch's own weight (train.ADVERSARIAL_WEIGHTS) where none is given, on the command line
+    of `python -m lipstream.neural.train` too; an explicit 0 turns it off."""
+    pytest.importorskip("torch")
+    from lipstream.neural import train
+
+    assert train.TrainConfig(arch="full").adversarial_weight > 0
+    assert train.TrainConfig(arch="full", adversarial_weight=0.0).adversarial_weight == 0
+    assert train.TrainConfig(arch="lite").adversarial_weight == 0
+    seen = []
+    monkeypatch.setattr(train, "train", lambda dataset, config, out, callback: seen.append(config) or {})
+    for argv in (["d.npz", "--out", "o", "--arch", "lite"], ["d.npz", "--out", "o", "--arch", "full"],
+                 ["d.npz", "--out", "o", "--arch", "full", "--adversarial-weight", "0"]):
+        train.main(argv)
+    assert [c.adversarial_weight for c in seen] == [0.0, train.ADVERSARIAL_WEIGHTS["full"], 0.0]
