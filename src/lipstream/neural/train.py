@@ -373,7 +373,8 @@ class Trainer:
         tmp.replace(self.out_dir / CHECKPOINT)
 
     def _resume(self) -> None:
-        state = torch.load(self.out_dir / CHECKPOINT, map_location=self.device, weights_only=False)
+        # on the CPU: the RNG state must stay there; load_state_dict moves the rest to the device
+        state = torch.load(self.out_dir / CHECKPOINT, map_location="cpu", weights_only=False)
         saved = dict(state["config"], device=self.config.device)
         if saved != asdict(self.config):
             raise NotSupportedError(f"{self.out_dir / CHECKPOINT} was made with another configuration ({state['config']}); "
