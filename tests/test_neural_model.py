@@ -412,17 +412,17 @@ def test_texture_gives_a_soft_drawing_the_footages_texture_and_leaves_a_sharp_on
     import cv2
 
     from lipstream.bench.neural_quality import laplacian_variance
-    from lipstream.neural.geometry import Texture
+    from lipstream.neural.geometry import Sharpness, Texture
 
     real = _noise_texture(1)
     soft = cv2.GaussianBlur(real, (0, 0), 2.0)
     where = np.ones((96, 96), np.float32)
     region = np.ones((96, 96), bool)
-    out = Texture().transfer(soft, real, real, where)
+    out = Texture().transfer(soft, real, Sharpness.of(real, region), where)
     assert laplacian_variance(soft, region) < 0.2 * laplacian_variance(real, region)
     assert 0.95 < laplacian_variance(out, region) / laplacian_variance(real, region) < 1.05
     sharp = _noise_texture(3)  # another texture of the same strength: nothing is missing
-    kept = Texture().transfer(sharp, real, real, where)
+    kept = Texture().transfer(sharp, real, Sharpness.of(real, region), where)
     assert np.corrcoef(kept.ravel().astype(float), sharp.ravel().astype(float))[0, 1] > 0.97
     assert 0.95 < laplacian_variance(kept, region) / laplacian_variance(real, region) < 1.05
 
@@ -434,13 +434,13 @@ def test_texture_counts_the_reference_texture_the_drawing_already_holds():
     import cv2
 
     from lipstream.bench.neural_quality import laplacian_variance
-    from lipstream.neural.geometry import Texture, added_weight
+    from lipstream.neural.geometry import Sharpness, Texture, added_weight
 
     real = _noise_texture(2)
     soft = cv2.GaussianBlur(real, (0, 0), 2.0).astype(np.float32)
     drawn = np.clip(soft + 0.4 * (real - soft) + 0.5, 0, 255).astype(np.uint8)  # 0.4 of the real texture
     region = np.ones((96, 96), bool)
-    out = Texture().transfer(drawn, real, real, np.ones((96, 96), np.float32))
+    out = Texture().transfer(drawn, real, Sharpness.of(real, region), np.ones((96, 96), np.float32))
     assert 0.95 < laplacian_variance(out, region) / laplacian_variance(real, region) < 1.05
     assert added_weight(0.16, 1.0, 0.4, 1.0) == pytest.approx(0.6)  # (0.4 + w)^2 = 1
     assert added_weight(0.0, 1.0, 0.0, 0.25) == pytest.approx(0.5)  # unrelated: w^2 = 0.25
@@ -454,17 +454,17 @@ def test_texture_reaches_its_target_where_the_result_is_clipped():
     import cv2
 
     from lipstream.bench.neural_quality import laplacian_variance
-    from lipstream.neural.geometry import Texture
+    from lipstream.neural.geometry import Sharpness, Texture
 
     rng = np.random.default_rng(4)
     real = np.clip(200 + rng.normal(0, 30, (96, 96, 3)), 0, 255).astype(np.uint8)
     bright = np.clip(cv2.GaussianBlur(real, (0, 0), 2.0).astype(np.float32) + 45, 0, 255).astype(np.uint8)
     region, where = np.ones((96, 96), bool), np.ones((96, 96), np.float32)
     ratio = lambda out: laplacian_variance(out, region) / laplacian_variance(real, region)  # noqa: E731
-    out = Texture().transfer(bright, real, real, where)
+    out = Texture().transfer(bright, real, Sharpness.of(real, region), where)
     assert np.mean(out == 255) > 0.3
     assert 0.95 < ratio(out) < 1.05
-    assert ratio(Texture(clip_rounds=1).transfer(bright, real, real, where)) < 0.7
+    assert ratio(Texture(clip_rounds=1).transfer(bright, real, Sharpness.of(real, region), where)) < 0.7
 
 
 def test_texture_draws_no_edge_of_the_moved_reference_that_the_drawing_lacks():
@@ -475,7 +475,7 @@ def test_texture_draws_no_edge_of_the_moved_reference_that_the_drawing_lacks():
     two agree (an even shift of colour between them counts as agreeing)."""
     import cv2
 
-    from lipstream.neural.geometry import Texture, agreement_gate
+    from lipstream.neural.geometry import Sharpness, Texture, agreement_gate
 
     x = np.arange(96)[None, :, None]
     grain = np.random.default_rng(6).normal(0, 6, (96, 96, 3))
@@ -485,8 +485,8 @@ def test_texture_draws_no_edge_of_the_moved_reference_that_the_drawing_lacks():
     profile = lambda image: image.astype(np.float32).mean(axis=(0, 2))  # noqa: E731 (the mean over rows)
     ghost = lambda image: np.abs(np.diff(profile(image))[49:55]).max()  # noqa: E731 (a step at x = 52)
     steep = lambda image: np.abs(np.diff(profile(image))[37:43]).max()  # noqa: E731 (the drawn edge)
-    everywhere = Texture(agreement=0).transfer(drawn, moved, moved, where)
-    gated = Texture().transfer(drawn, moved, moved, where)
+    everywhere = Texture(agreement=0).transfer(drawn, moved, Sharpness.of(moved, where > 0), where)
+    gated = Texture().transfer(drawn, moved, Sharpness.of(moved, where > 0), where)
     assert ghost(drawn) < 1.0
     assert ghost(everywhere) > 8.0
     assert ghost(gated) < 0.3 * ghost(everywhere)
@@ -504,7 +504,7 @@ def test_texture_follows_the_frames_own_sharpness_on_the_skin_around_the_region(
     import cv2
 
     from lipstream.bench.neural_quality import laplacian_variance
-    from lipstream.neural.geometry import Texture
+    from lipstream.neural.geometry import Sharpness, Texture
 
     real = _noise_texture(4)
     soft = cv2.GaussianBlur(real, (0, 0), 2.0)
@@ -519,12 +519,54 @@ def test_texture_follows_the_frames_own_sharpness_on_the_skin_around_the_region(
     texture = Texture()
     results = {}
     for name, base in (("sharp", sharp_base), ("blurred", blurred_base)):
-        patch = texture.transfer(soft, real, real, where, base, ring)
+        patch = texture.transfer(soft, real, Sharpness.of(real, region, ring), where, base, ring)
         pasted = (where[..., None] * patch + (1 - where[..., None]) * base).round().astype(np.uint8)
         results[name] = laplacian_variance(pasted, region) / laplacian_variance(real, region)
     assert 0.95 < results["sharp"] < 1.05
     assert 0.25 < ratio < 0.7  # inside the ratio's clip (0.25..4)
     assert results["blurred"] == pytest.approx(ratio ** texture.frame_weight, rel=0.08)
+
+
+def test_a_reference_is_measured_in_its_own_pixels():
+    """The same scene through the same lens (1 px of blur) with the face 1.25x nearer: in its
+    own pixels the reference is as sharp as the frame (the camera's blur is in pixels), so the
+    target is the frame's; resampled to the frame's scale it reads twice as sharp, and the
+    texture would be drawn sharper than any frame this camera makes. The scene is 1/f noise,
+    whose statistics, like natural images', do not change with scale."""
+    import cv2
+
+    from lipstream.neural.geometry import Texture, reference_sharpness
+
+    n = 512
+    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n)))
+    freq[0, 0] = 1.0
+    scene = np.real(np.fft.ifft2(np.fft.fft2(np.random.default_rng(7).normal(size=(n, n))) / freq))
+    scene = ((scene - scene.mean()) / scene.std()).astype(np.float32)
+
+    def camera(scale):  # frame pixels per scene pixel
+        image = cv2.GaussianBlur(cv2.resize(scene, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
+        return np.clip(128 + 40 * image, 0, 255).astype(np.uint8)[..., None].repeat(3, 2)
+
+    far, near = camera(0.5), camera(0.625)  # 256 and 320 pixels
+    size = 64
+    blend = np.zeros((size, size), np.float32)
+    blend[12:52, 12:52] = 1.0
+    ring = np.zeros((size, size), np.float32)
+    ring[4:60, 4:60] = 1.0
+    ring[12:52, 12:52] = 0.0
+    to_crop_far = np.array([[1.0, 0, -96], [0, 1.0, -96]])  # the same scene square in both
+    to_crop_near = np.array([[0.8, 0, -96], [0, 0.8, -96]])
+    frame = reference_sharpness(far, to_crop_far, blend, ring)
+    reference = reference_sharpness(near, to_crop_near, blend, ring)
+    shrunk = cv2.warpAffine(near, np.array([[1.25, 0, 0], [0, 1.25, 0]]), (256, 256),
+                            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)  # near resampled onto far's scale
+    resampled = reference_sharpness(shrunk, to_crop_far, blend, ring)
+    assert 0.85 < reference.region / frame.region < 1.15
+    assert resampled.region / frame.region > 1.6
+    base = far[96:160, 96:160]
+    skin = ring > 0.5
+    assert 0.85 < Texture().target(reference, base, skin) / frame.region < 1.15
+    assert Texture().target(resampled, base, skin) / frame.region > 1.1  # the ring's correction undoes only part
 
 
 def test_an_edge_in_the_ring_counts_less_than_a_sharper_grain():

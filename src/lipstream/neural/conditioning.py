@@ -17,8 +17,8 @@ import numpy as np
 from lipstream.errors import NotSupportedError
 from lipstream.face import align
 from lipstream.neural.dataset import lip_controls
-from lipstream.neural.geometry import (CropGeometry, Texture, blend_bounds, crop_frame, detail_weight, draw_sketch,
-                                       warp_back, warp_back_parts)
+from lipstream.neural.geometry import (CropGeometry, Sharpness, Texture, blend_bounds, crop_frame, detail_weight,
+                                       draw_sketch, reference_sharpness, warp_back, warp_back_parts)
 from lipstream.neural.layout import network_input
 from lipstream.neural.references import ReferencePicker
 
@@ -61,6 +61,7 @@ class Conditioner:
             self.picker = ReferencePicker(frames, references["params"], self.poses[frames])
         self._reference_crops: OrderedDict[int, np.ndarray] = OrderedDict()
         self._reference_lips: dict[int, np.ndarray] = {}
+        self._reference_focus: dict[int, Sharpness] = {}
 
     def lip_model(self, i: int):
         """The lip model of source frame i (cached)."""
@@ -95,6 +96,14 @@ class Conditioner:
         self._reference_crops.move_to_end(r)
         return self._reference_crops[r]
 
+    def reference_focus(self, r: int) -> Sharpness:
+        """How sharp source frame r is, in its own pixels, where the textured mouth goes
+        (geometry.reference_sharpness; cached: a reference is used for many frames)."""
+        if r not in self._reference_focus:
+            self._reference_focus[r] = reference_sharpness(np.asarray(self.avatar.frames[r]), self.transforms[r],
+                                                           self.blend, self.ring, self.bounds)
+        return self._reference_focus[r]
+
     def network_input(self, frame: np.ndarray, i: int, params: np.ndarray, reference: int | None = None) -> np.ndarray:
         """Input (IN_CHANNELS, S, S) float32 for `frame` (source frame i, H x W x 3 uint8 RGB) with
         the mouth of params (4,), given source frame `reference` (default: the fixed one)."""
@@ -125,8 +134,9 @@ class Conditioner:
         if output.shape[0] != 3:
             r = self.reference_index if reference is None else reference
             detail = None if params is None or self.texture is not None else self.detail(i, params, r)
+            focus = self.reference_focus(r) if self.texture is not None else None
             return warp_back_parts(output, self.transforms[i], self.blend, frame_shape, np.asarray(self.avatar.frames[r]),
                                    self.transforms[r], self.bounds, detail, self.real_mouth, self.texture, frame,
-                                   self.ring)
+                                   self.ring, focus)
         crop = np.clip(output.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return warp_back(crop, self.transforms[i], self.blend, frame_shape, self.bounds)

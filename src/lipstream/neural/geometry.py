@@ -205,7 +205,8 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
                     bounds: tuple[int, int, int, int] | None = None,
                     detail: np.ndarray | None = None, real_mouth: bool = False,
                     texture: "Texture | None" = None, base: np.ndarray | None = None,
-                    ring: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    ring: np.ndarray | None = None,
+                    reference_focus: "Sharpness | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The warp head's parts (6, S, S) float32 (colour, flow, mask, in [0, 1]; model.UNet.parts)
     made into frame pixels at the FRAME's resolution: each box pixel p takes the reference
     frame (H, W, 3) uint8 RGB at reference_transform^-1(c + flow(c)), c = transform(p) (bicubic,
@@ -217,7 +218,8 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     a real mouth that is only like the one asked for). `texture` (Texture) instead sets the fine
     texture's strength from the result pasted into `base` (H, W, 3) uint8, the frame drawn into,
     and its real skin on `ring` (S, S) float32 (CropGeometry.skin_ring; `bounds` should reach
-    it). Returns (patch, box, alpha) as warp_back."""
+    it), against the reference frame's own sharpness there, `reference_focus` (reference_sharpness;
+    measured here when None). Returns (patch, box, alpha) as warp_back."""
     size = parts.shape[-1]
     box = _frame_box(transform, bounds or (0, 0, size, size), frame_shape)
     xs = np.arange(box[0], box[2], dtype=np.float32)
@@ -242,11 +244,11 @@ def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray,
     alpha = sample(np.asarray(blend, np.float32), cv2.BORDER_CONSTANT)
     if texture is not None and not real_mouth:
         drawn = cv2.blendLinear(moved, colour, mask, 1.0 - mask)
-        still = cv2.remap(np.asarray(reference_frame), r[0, 0] * map_u + r[0, 1] * map_v + r[0, 2],
-                          r[1, 0] * map_u + r[1, 1] * map_v + r[1, 2], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        if reference_focus is None:
+            reference_focus = reference_sharpness(reference_frame, reference_transform, blend, ring, bounds)
         frame = None if base is None else np.asarray(base)[box[1]:box[3], box[0]:box[2]]
         skin = None if ring is None else sample(np.asarray(ring, np.float32), cv2.BORDER_CONSTANT) > 0.5
-        return texture.transfer(drawn, moved, still, alpha, frame, skin), box, alpha[..., None]
+        return texture.transfer(drawn, moved, reference_focus, alpha, frame, skin), box, alpha[..., None]
     if detail is None:
         return cv2.blendLinear(moved, colour, mask, 1.0 - mask), box, alpha[..., None]
     sigma = DETAIL_SIGMA / float(align.scale_of(transform))
@@ -278,6 +280,43 @@ def _laplacian_of_grey(image: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Sharpness:
+    """How sharp a real frame is where the texture goes, in its own pixels: `region`, the mean
+    squared grey Laplacian over the region; `ring` (n,) float32, the squared grey Laplacian on
+    the skin ring around it (empty: none)."""
+
+    region: float
+    ring: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray, region: np.ndarray, ring: np.ndarray | None = None) -> "Sharpness":
+        """Of an RGB image (h, w, 3) over `region` and `ring` (h, w) bool."""
+        squared = _laplacian_of_grey(image.astype(np.float32)) ** 2
+        return cls(float(np.mean(squared[region])) if region.any() else 0.0,
+                   squared[ring] if ring is not None else np.zeros(0, np.float32))
+
+
+def reference_sharpness(frame: np.ndarray, transform: np.ndarray, blend: np.ndarray, ring: np.ndarray | None,
+                        bounds: tuple[int, int, int, int] | None = None) -> Sharpness:
+    """The sharpness of a reference frame (H, W, 3) uint8 over the blend region and skin ring
+    ((S, S) float32 crop masks; bounds: blend_bounds reaching the ring), mapped into it by its
+    `transform` (frame -> crop): measured in the frame's OWN pixels, where its camera's blur,
+    focus and compression are, not after resampling it to another frame's scale (a reference
+    whose face is larger, shrunk onto a smaller one, reads sharper than any frame its camera
+    made at that scale)."""
+    size = blend.shape[0]
+    x0, y0, x1, y1 = _frame_box(transform, bounds or (0, 0, size, size), frame.shape)
+    x0, y0 = max(x0 - 1, 0), max(y0 - 1, 0)  # a pixel more: the Laplacian's border
+    x1, y1 = min(x1 + 1, frame.shape[1]), min(y1 + 1, frame.shape[0])
+    to_crop = np.asarray(transform, np.float64)[:2].copy()
+    to_crop[:, 2] += to_crop[:, :2] @ np.array([x0, y0], np.float64)  # box pixel -> crop
+    flags, shape = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, (int(x1 - x0), int(y1 - y0))
+    region = cv2.warpAffine(np.asarray(blend, np.float32), to_crop, shape, flags=flags) > 0
+    skin = None if ring is None else cv2.warpAffine(np.asarray(ring, np.float32), to_crop, shape, flags=flags) > 0.5
+    return Sharpness.of(np.asarray(frame)[y0:y1, x0:x1], region, skin)
+
+
+@dataclass(frozen=True)
 class Texture:
     """The warp head's result given the footage's own fine texture (frame pixels).
 
@@ -298,8 +337,8 @@ class Texture:
     agreement_gate with `agreement` grey levels a pixel, chosen by leave-one-clip-out with
     `max_weight` (docs/neural.md).
 
-    Target: the reference frame's own sharpness over the region at its own place (a real
-    frame of this person, at this scale, with a mouth like the one asked for), times
+    Target: the reference frame's own sharpness over the region (a real frame of this person
+    with a mouth like the one asked for, measured in its own pixels: reference_sharpness), times
     (this frame's sharpness / the reference's, both on the real skin in a ring of
     `ring_reach` eye distances around the hidden region; frame_ratio) ** `frame_weight`: a
     frame softer or sharper than the reference (motion blur, focus, compression) gets softer
@@ -320,16 +359,14 @@ class Texture:
     clip_tolerance: float = 0.02  # until the clipped result is this close to the target
     agreement: float = 4.0  # grey levels a pixel (agreement_gate); 0 = the moved texture everywhere
 
-    def target(self, still: np.ndarray, region: np.ndarray, base: np.ndarray | None = None,
-               ring: np.ndarray | None = None) -> float:
-        """The grey-Laplacian energy the result should have over `region` (h, w) bool: the
-        unmoved reference's `still` (h, w, 3) there, corrected by base/still on `ring` (h, w) bool."""
-        lap = _laplacian_of_grey(still.astype(np.float32))
-        energy = float(np.mean(lap[region] ** 2)) if region.any() else 0.0
-        if base is None or ring is None or not ring.any() or self.frame_weight == 0:
-            return energy
-        return energy * self.frame_ratio(_laplacian_of_grey(base.astype(np.float32))[ring] ** 2,
-                                         lap[ring] ** 2) ** self.frame_weight
+    def target(self, reference: Sharpness, base: np.ndarray | None = None, ring: np.ndarray | None = None) -> float:
+        """The grey-Laplacian energy the result should have over the region: the reference's
+        (Sharpness), corrected by the frame drawn into, `base` (h, w, 3), on `ring` (h, w) bool
+        against the reference's own ring."""
+        if base is None or ring is None or not ring.any() or not reference.ring.size or self.frame_weight == 0:
+            return reference.region
+        return reference.region * self.frame_ratio(_laplacian_of_grey(base.astype(np.float32))[ring] ** 2,
+                                                   reference.ring) ** self.frame_weight
 
     def frame_ratio(self, frame: np.ndarray, reference: np.ndarray) -> float:
         """How much sharper the frame is than the reference on the ring: their squared grey
@@ -342,12 +379,12 @@ class Texture:
         median = _held_ratio(float(np.median(frame)), float(np.median(reference)))
         return mean ** (1.0 - self.ring_median) * median ** self.ring_median
 
-    def transfer(self, drawn: np.ndarray, moved: np.ndarray, still: np.ndarray, where: np.ndarray,
+    def transfer(self, drawn: np.ndarray, moved: np.ndarray, reference: Sharpness, where: np.ndarray,
                  base: np.ndarray | None = None, ring: np.ndarray | None = None) -> np.ndarray:
-        """drawn, moved, still (h, w, 3) uint8 (the drawing, the moved reference, the unmoved
-        reference), where (h, w) float32 the blend weights, base (h, w, 3) uint8 the frame drawn
-        into (None: the result is taken as pasted whole), ring (h, w) bool the real skin around
-        the region (class docstring) -> (h, w, 3) uint8."""
+        """drawn, moved (h, w, 3) uint8 (the drawing, the moved reference), reference the
+        reference frame's own Sharpness, where (h, w) float32 the blend weights, base (h, w, 3)
+        uint8 the frame drawn into (None: the result is taken as pasted whole), ring (h, w) bool
+        the real skin around the region (class docstring) -> (h, w, 3) uint8."""
         d, m = drawn.astype(np.float32), moved.astype(np.float32)
         a = np.asarray(where, np.float32)
         region = a > 0 if base is not None else np.ones(where.shape, bool)
@@ -359,7 +396,7 @@ class Texture:
         if self.agreement > 0:  # the moved texture where it agrees with the drawing, the drawing's own elsewhere
             gate = agreement_gate(low_d, low_m, self.agreement)[..., None]
             fine_m = fine_d + gate * (fine_m - fine_d)
-        target = self.target(still, region, base, ring)
+        target = self.target(reference, base, ring)
         # The result as it will be seen, a d + (1 - a) b, measured on grey levels: a is the same
         # for R, G and B, so its grey Laplacian is that of a grey(d) + (1 - a) grey(b).
         grey_d = _grey(d)
