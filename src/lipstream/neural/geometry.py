@@ -352,7 +352,7 @@ class Texture:
     sigma: float = 2.0
     flow_smooth: float = 2.0
     max_weight: float = 2.5
-    frame_weight: float = 0.75
+    frame_weight: float = 0.5
     ring_reach: float = 0.1  # eye distances
     ring_median: float = 0.5
     clip_rounds: int = 3  # solves at most, aiming higher by what clipping to 0..255 took off
