@@ -192,12 +192,18 @@ def warp_back(crop: np.ndarray, transform: np.ndarray, blend: np.ndarray, frame_
     `bounds` (blend_bounds) limits the work to the part of the crop that is pasted."""
     size = crop.shape[0]
     box = _frame_box(transform, bounds or (0, 0, size, size), frame_shape)
+    patch = _crop_in_box(crop, transform, box, cv2.BORDER_REPLICATE)
+    return patch, box, _crop_in_box(blend, transform, box)[..., None]
+
+
+def _crop_in_box(image: np.ndarray, transform: np.ndarray, box: np.ndarray,
+                 border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """A crop-space image (S, S[, C]) sampled (bilinear) at the frame pixels of `box`
+    (x0, y0, x1, y1) through `transform` (frame -> crop): (y1 - y0, x1 - x0[, C])."""
     to_box = align.invert(transform)
     to_box[:, 2] -= box[:2]
-    box_size = (int(box[2] - box[0]), int(box[3] - box[1]))
-    patch = cv2.warpAffine(crop, to_box, box_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(blend, to_box, box_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return patch, box, alpha[..., None]
+    size = (int(box[2] - box[0]), int(box[3] - box[1]))
+    return cv2.warpAffine(image, to_box, size, flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def warp_back_parts(parts: np.ndarray, transform: np.ndarray, blend: np.ndarray, frame_shape: tuple[int, ...],
@@ -306,14 +312,10 @@ def reference_sharpness(frame: np.ndarray, transform: np.ndarray, blend: np.ndar
     made at that scale)."""
     size = blend.shape[0]
     x0, y0, x1, y1 = _frame_box(transform, bounds or (0, 0, size, size), frame.shape)
-    x0, y0 = max(x0 - 1, 0), max(y0 - 1, 0)  # a pixel more: the Laplacian's border
-    x1, y1 = min(x1 + 1, frame.shape[1]), min(y1 + 1, frame.shape[0])
-    to_crop = np.asarray(transform, np.float64)[:2].copy()
-    to_crop[:, 2] += to_crop[:, :2] @ np.array([x0, y0], np.float64)  # box pixel -> crop
-    flags, shape = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, (int(x1 - x0), int(y1 - y0))
-    region = cv2.warpAffine(np.asarray(blend, np.float32), to_crop, shape, flags=flags) > 0
-    skin = None if ring is None else cv2.warpAffine(np.asarray(ring, np.float32), to_crop, shape, flags=flags) > 0.5
-    return Sharpness.of(np.asarray(frame)[y0:y1, x0:x1], region, skin)
+    box = np.array([max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, frame.shape[1]), min(y1 + 1, frame.shape[0])])
+    region = _crop_in_box(np.asarray(blend, np.float32), transform, box) > 0  # a pixel more: the Laplacian's border
+    skin = None if ring is None else _crop_in_box(np.asarray(ring, np.float32), transform, box) > 0.5
+    return Sharpness.of(np.asarray(frame)[box[1]:box[3], box[0]:box[2]], region, skin)
 
 
 @dataclass(frozen=True)
